@@ -1,0 +1,135 @@
+"""Validated YAML configurations.
+
+A schema is a dict mapping keys to `Field`s or to nested schemas (sub-sections).
+`validate` fills defaults and rejects unknown keys and wrong types with a
+`ConfigError` that names the key path and what is allowed; the CLI turns it into
+exit code 2 with the message.
+
+Example:
+    >>> schema = {"t_end": Field(float, 1.0), "solver": {"rtol": Field(float, 1e-6)}}
+    >>> validate({"solver": {"rtol": 1e-8}}, schema)
+    {'t_end': 1.0, 'solver': {'rtol': 1e-08}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["REQUIRED", "ConfigError", "Field", "load_yaml", "validate"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: unknown key, wrong type, bad value."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One configuration value.
+
+    Args:
+        types: allowed Python type(s); int is accepted where float is allowed.
+        default: value when absent; `REQUIRED` makes the key mandatory.
+        choices: allowed values, if restricted.
+        check: callable returning an error message (str) or None for a valid value.
+        doc: one-line description shown in error messages.
+    """
+
+    types: type | tuple[type, ...]
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+    def type_names(self) -> str:
+        types = self.types if isinstance(self.types, tuple) else (self.types,)
+        return " or ".join(t.__name__ for t in types)
+
+
+def _type_ok(value: Any, types: type | tuple[type, ...]) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if float in types and isinstance(value, int):
+        return True
+    return isinstance(value, types)
+
+
+def positive(value: Any) -> str | None:
+    """Check for `Field.check`: strictly positive number."""
+    return None if value > 0 else "must be > 0"
+
+
+def non_negative(value: Any) -> str | None:
+    """Check for `Field.check`: number >= 0."""
+    return None if value >= 0 else "must be >= 0"
+
+
+def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """Checks `data` against `schema`; returns a new dict with defaults filled in."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        where = f"`{path}`" if path else "the configuration"
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(
+            f"unknown key `{key}`; allowed keys here: {', '.join(sorted(schema))}"
+        )
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        full = f"{path}.{key}" if path else key
+        if isinstance(spec, Mapping):
+            out[key] = validate(data.get(key), spec, full)
+            continue
+        if key not in data:
+            if spec.default is REQUIRED:
+                raise ConfigError(f"missing required key `{full}` ({spec.doc})")
+            out[key] = spec.default
+            continue
+        value = data[key]
+        if value is None and spec.default is None:
+            out[key] = None
+            continue
+        if not _type_ok(value, spec.types):
+            raise ConfigError(
+                f"`{full}` must be {spec.type_names()}, got {type(value).__name__} "
+                f"{value!r}" + (f" ({spec.doc})" if spec.doc else "")
+            )
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(
+                f"`{full}` must be one of {', '.join(map(repr, spec.choices))}, "
+                f"got {value!r}"
+            )
+        if spec.check is not None and (msg := spec.check(value)) is not None:
+            raise ConfigError(f"`{full}` {msg}, got {value!r}")
+        out[key] = float(value) if spec.types is float else value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping from `path`, with a `ConfigError` for missing or bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data

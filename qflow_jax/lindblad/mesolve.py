@@ -1,0 +1,487 @@
+"""`mesolve`: the Lindblad master equation integrated by diffrax."""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qflow_jax._convert import (
+    check_finite,
+    check_square,
+    complex_dtype_of,
+    dag,
+    is_concrete,
+    to_array,
+)
+from qflow_jax.lindblad._ops import DiaOp, make_op
+from qflow_jax.lindblad.vector_field import LindbladVectorField, to_real
+
+__all__ = ["MESolveResult", "mesolve", "SOLVERS"]
+
+SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
+    "tsit5": dfx.Tsit5,
+    "dopri5": dfx.Dopri5,
+    "dopri8": dfx.Dopri8,
+    "kvaerno3": dfx.Kvaerno3,
+    "kvaerno5": dfx.Kvaerno5,
+}
+
+
+class MESolveResult(eqx.Module):
+    """What `mesolve` returns; batch axes of the inputs lead every array.
+
+    Attributes:
+        tsave: (nt,) save times.
+        states: (..., nt, n, n) density matrices, or None with `save_states=False`.
+        expects: (..., len(exp_ops), nt) complex expectation values, or None.
+        final_state: (..., n, n) state at tsave[-1].
+        stats: diffrax step counts: num_steps, num_accepted_steps, num_rejected_steps.
+        method: name of the diffrax solver used.
+        rotating_frame: whether the static diagonal of H was moved into the frame.
+    """
+
+    tsave: jax.Array
+    states: jax.Array | None
+    expects: jax.Array | None
+    final_state: jax.Array
+    stats: dict[str, jax.Array]
+    method: str = eqx.field(static=True)
+    rotating_frame: bool = eqx.field(static=True)
+
+
+# ----------------------------------------------------------------- input parsing
+
+Term = tuple[Callable[[jax.Array], jax.Array] | None, jax.Array]
+
+
+def _split_terms(
+    x: Any, name: str, dtype: Any, t0: float
+) -> tuple[list[Term], list[Callable[[jax.Array], jax.Array]]]:
+    """Splits H (or one jump operator) into constant/modulated arrays and callables."""
+    if callable(x) and not hasattr(x, "shape") and type(x).__name__ != "Qobj":
+        value = jnp.asarray(x(jnp.asarray(t0)))
+        if value.ndim != 2:
+            raise ValueError(
+                f"`{name}` is a callable of t and must return an (n, n) matrix, got "
+                f"shape {tuple(value.shape)} at t={t0}"
+            )
+        check_square(value, name)
+        return [], [lambda t, f=x: jnp.asarray(f(t), dtype=dtype)]
+    if isinstance(x, list | tuple) and not _is_pair(x):
+        terms, fns = [], []
+        for i, item in enumerate(x):
+            t_i, f_i = _split_terms(item, f"{name}[{i}]", dtype, t0)
+            terms += t_i
+            fns += f_i
+        return terms, fns
+    if _is_pair(x):
+        arr = to_array(x[0], f"{name}[0]", dtype)
+        coeff = x[1]
+        c0 = jnp.asarray(coeff(jnp.asarray(t0)))
+        if c0.ndim != 0:
+            raise ValueError(
+                f"the coefficient of `{name}` must return a scalar, got shape "
+                f"{tuple(c0.shape)}"
+            )
+        return [(coeff, _checked_matrix(arr, f"{name}[0]"))], []
+    return [(None, _checked_matrix(to_array(x, name, dtype), name))], []
+
+
+def _is_pair(x: Any) -> bool:
+    return (
+        isinstance(x, list | tuple)
+        and len(x) == 2
+        and callable(x[1])
+        and not hasattr(x[1], "shape")
+    )
+
+
+def _checked_matrix(arr: jax.Array, name: str) -> jax.Array:
+    check_square(arr, name)
+    check_finite(arr, name)
+    return arr
+
+
+def _jump_list(jump_ops: Any) -> list[Any]:
+    if jump_ops is None:
+        return []
+    if hasattr(jump_ops, "shape") or type(jump_ops).__name__ == "Qobj":
+        arr = to_array(jump_ops, "jump_ops")
+        if arr.ndim == 2:
+            return [arr]
+        if arr.ndim == 3:
+            return list(arr)
+        raise ValueError(
+            "`jump_ops` must be a list of (..., n, n) operators (or an (k, n, n) "
+            f"array), got an array of shape {tuple(arr.shape)}"
+        )
+    if _is_pair(jump_ops) or callable(jump_ops):
+        return [jump_ops]
+    return list(jump_ops)
+
+
+def _check_tsave(tsave: Any, dtype: Any) -> jax.Array:
+    t = jnp.asarray(tsave, dtype=dtype)
+    if t.ndim != 1 or t.shape[0] < 2:
+        raise ValueError(
+            f"`tsave` must be a 1-D array of at least 2 times, got shape {tuple(t.shape)}"
+        )
+    if is_concrete(t):
+        tn = np.asarray(t)
+        if not np.all(np.isfinite(tn)):
+            raise ValueError("`tsave` contains non-finite values")
+        if not np.all(np.diff(tn) > 0):
+            raise ValueError("`tsave` must be strictly increasing")
+    return t
+
+
+def _check_state(rho0: jax.Array, tol: float) -> None:
+    if not is_concrete(rho0):
+        return
+    r = np.asarray(rho0)
+    herm = np.abs(r - np.conj(np.swapaxes(r, -1, -2))).max()
+    if herm > tol:
+        raise ValueError(
+            f"`rho0` must be Hermitian, got max |rho0 - rho0^dag| = {herm:.3g}"
+        )
+    tr = np.trace(r, axis1=-2, axis2=-1)
+    if np.abs(tr - 1).max() > tol:
+        raise ValueError(
+            f"`rho0` must have trace 1, got trace {tr.reshape(-1)[np.argmax(np.abs(tr - 1))]:.6g}"
+        )
+    emin = np.linalg.eigvalsh(0.5 * (r + np.conj(np.swapaxes(r, -1, -2)))).min()
+    if emin < -tol:
+        raise ValueError(
+            f"`rho0` must be positive semidefinite, got smallest eigenvalue {emin:.3g}"
+        )
+
+
+def _broadcast_batch(
+    arrays: Sequence[jax.Array], name: str
+) -> tuple[tuple[int, ...], list[jax.Array]]:
+    if not arrays:
+        return (), []
+    try:
+        batch = jnp.broadcast_shapes(*(a.shape[:-2] for a in arrays))
+    except ValueError as err:
+        shapes = [tuple(a.shape) for a in arrays]
+        raise ValueError(f"batch shapes of `{name}` do not broadcast: {shapes}") from err
+    return batch, [jnp.broadcast_to(a, (*batch, *a.shape[-2:])) for a in arrays]
+
+
+def _flat(a: jax.Array, batch: tuple[int, ...]) -> jax.Array:
+    return a.reshape(math.prod(batch), *a.shape[len(batch) :])
+
+
+# ----------------------------------------------------------------- solve
+
+
+class _Settings(eqx.Module):
+    solver: dfx.AbstractSolver
+    rtol: float
+    atol: float
+    max_steps: int
+    save_states: bool
+    adjoint: dfx.AbstractAdjoint
+    progress_meter: dfx.AbstractProgressMeter
+    h_coeffs: tuple[Any, ...]
+    l_coeffs: tuple[Any, ...]
+    heff_fns: tuple[Any, ...]
+    jump_fns: tuple[Any, ...]
+
+
+@eqx.filter_jit
+def _solve_batched(settings, h_ops, frame, l_ops, rho0, tsave, exp_ops):
+    """vmap over (H batch, jump batch, rho0 batch) of one diffrax solve."""
+
+    def one(h_ops, frame, l_ops, rho0):
+        vf = LindbladVectorField(
+            heff_terms=list(zip(settings.h_coeffs, h_ops, strict=True)),
+            jump_terms=list(zip(settings.l_coeffs, l_ops["jumps"], strict=True)),
+            heff_fns=settings.heff_fns,
+            jump_fns=settings.jump_fns,
+            frame_energies=frame,
+        )
+        if l_ops["heff"] is not None:
+            vf = eqx.tree_at(
+                lambda v: v.heff_terms, vf, [*vf.heff_terms, (None, l_ops["heff"])]
+            )
+
+        def save(t, y, args):
+            rho = vf.to_lab(t, y)
+            ex = None if exp_ops is None else jnp.einsum("kij,ji->k", exp_ops, rho)
+            return (rho if settings.save_states else None), ex
+
+        saveat = dfx.SaveAt(
+            subs=[
+                dfx.SubSaveAt(ts=tsave, fn=save),
+                dfx.SubSaveAt(t1=True, fn=lambda t, y, a: vf.to_lab(t, y)),
+            ]
+        )
+        y0 = to_real(rho0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            sol = dfx.diffeqsolve(
+                dfx.ODETerm(vf),
+                settings.solver,
+                tsave[0],
+                tsave[-1],
+                None,
+                y0,
+                saveat=saveat,
+                stepsize_controller=dfx.PIDController(
+                    rtol=settings.rtol, atol=settings.atol
+                ),
+                max_steps=settings.max_steps,
+                adjoint=settings.adjoint,
+                progress_meter=settings.progress_meter,
+                throw=False,
+            )
+        (states, expects), final = sol.ys
+        final = final[0]
+        stats = {k: sol.stats[k] for k in ("num_steps", "num_accepted_steps")}
+        stats["num_rejected_steps"] = sol.stats["num_rejected_steps"]
+        ok = sol.result == dfx.RESULTS.successful
+        return states, None if expects is None else expects.T, final, stats, ok
+
+    f = jax.vmap(one, in_axes=(None, None, None, 0))
+    f = jax.vmap(f, in_axes=(None, None, 0, None))
+    f = jax.vmap(f, in_axes=(0, 0, None, None))
+    return f(h_ops, frame, l_ops, rho0)
+
+
+def mesolve(
+    H: Any,
+    jump_ops: Any,
+    rho0: Any,
+    tsave: Any,
+    *,
+    exp_ops: Sequence[Any] | None = None,
+    method: str | dfx.AbstractSolver = "tsit5",
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    save_states: bool = True,
+    max_steps: int = 100_000,
+    dtype: Any = None,
+    rotating_frame: bool | None = None,
+    sparse: bool | None = None,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    progress: bool = False,
+) -> MESolveResult:
+    r"""Solves the Lindblad master equation
+
+        d rho/dt = -i[H(t), rho] + sum_k ( L_k rho L_k^dag - 1/2 {L_k^dag L_k, rho} )
+
+    with diffrax: adaptive explicit (Tsit5 by default) or implicit (Kvaerno5) steps.
+
+    Args:
+        H: (..., n, n) Hamiltonian; or a callable t -> (n, n); or a QuTiP-style
+            list of terms, each an array or a pair [A, f] meaning f(t) A.
+        jump_ops: list of jump operators, each (..., n, n), a pair [L, f] meaning
+            f(t) L (rate |f(t)|^2), or a callable t -> (n, n). May be empty.
+        rho0: (..., n, n) initial density matrix or (..., n, 1) ket.
+        tsave: (nt,) strictly increasing save times; integration runs from
+            tsave[0] to tsave[-1].
+        exp_ops: operators (n, n) whose expectation values are saved.
+        method: "tsit5", "dopri5", "dopri8" (explicit), "kvaerno3", "kvaerno5"
+            (implicit, for stiff problems), or any `diffrax.AbstractSolver`.
+        rtol, atol: tolerances of the PID step-size controller.
+        save_states: keep the states at every save time (else only expects and
+            the final state).
+        max_steps: step limit; reaching it raises a RuntimeError.
+        dtype: complex64 or complex128; by default that of `rho0`.
+        rotating_frame: integrate in the frame of the static diagonal of H
+            (exact; removes fast phases of large diagonal energies). None chooses
+            it when H has a static part with a non-constant diagonal.
+        sparse: store constant operators by diagonals (DIA); None decides from the
+            sparsity of concrete inputs (traced inputs, e.g. under `jax.grad`,
+            stay dense).
+        adjoint: diffrax adjoint for gradients; default
+            `RecursiveCheckpointAdjoint()` (memory bounded by checkpointing).
+        progress: show a tqdm progress bar over time.
+
+    Batching: leading axes of H, of the jump operators and of rho0 are mapped
+    independently (all combinations); the result's arrays carry the H batch axes,
+    then the jump batch axes, then the rho0 batch axes.
+
+    Returns:
+        A `MESolveResult`.
+
+    Example:
+        >>> import qflow_jax as qf, jax.numpy as jnp
+        >>> a = qf.destroy(20)
+        >>> res = qf.mesolve(a.T.conj() @ a, [jnp.sqrt(0.5) * a], qf.coherent_dm(20, 2.0),
+        ...                  jnp.linspace(0, 2, 11), exp_ops=[qf.number(20)])
+        >>> res.expects[0, -1].real  # 4 exp(-0.5 * 2)
+    """
+    rho0 = to_array(rho0, "rho0", dtype)
+    dtype = rho0.dtype
+    if rho0.ndim >= 2 and rho0.shape[-1] == 1 and rho0.shape[-2] != 1:
+        rho0 = rho0 @ dag(rho0)
+    check_square(rho0, "rho0")
+    check_finite(rho0, "rho0")
+    n = rho0.shape[-1]
+    real_dtype = jnp.float64 if dtype == jnp.complex128 else jnp.float32
+    tsave = _check_tsave(tsave, real_dtype)
+    t0 = float(tsave[0]) if is_concrete(tsave) else 0.0
+    _check_state(rho0, 1e-6 if dtype == jnp.complex128 else 1e-4)
+
+    h_terms, h_fns = _split_terms(H, "H", dtype, t0)
+    jumps = _jump_list(jump_ops)
+    l_terms, l_fns = [], []
+    for k, L in enumerate(jumps):
+        t_k, f_k = _split_terms(L, f"jump_ops[{k}]", dtype, t0)
+        l_terms += t_k
+        l_fns += f_k
+    for name, arr in [("H", a) for _, a in h_terms] + [
+        (f"jump_ops[{k}]", a) for k, (_, a) in enumerate(l_terms)
+    ]:
+        if arr.shape[-1] != n:
+            raise ValueError(
+                f"`{name}` has dimension {arr.shape[-1]} but `rho0` has dimension {n}"
+            )
+    for i, fn in enumerate(h_fns + l_fns):
+        if fn(jnp.asarray(t0)).shape != (n, n):
+            raise ValueError(
+                f"time-dependent operator {i} returns shape "
+                f"{tuple(fn(jnp.asarray(t0)).shape)}, expected ({n}, {n})"
+            )
+    for c, a in h_terms:
+        if c is None and is_concrete(a):
+            an = np.asarray(a)
+            if np.abs(an - np.conj(np.swapaxes(an, -1, -2))).max() > 1e-8 * max(
+                1.0, float(np.abs(an).max())
+            ):
+                raise ValueError("`H` must be Hermitian")
+
+    exp_arr = None
+    if exp_ops is not None:
+        ops = list(exp_ops) if not hasattr(exp_ops, "shape") else [exp_ops]
+        if hasattr(exp_ops, "shape") and to_array(exp_ops, "exp_ops").ndim == 3:
+            ops = list(to_array(exp_ops, "exp_ops"))
+        exp_arr = jnp.stack([to_array(o, f"exp_ops[{i}]", dtype) for i, o in enumerate(ops)])
+        if exp_arr.shape[1:] != (n, n):
+            raise ValueError(
+                f"`exp_ops` must be (n, n) operators with n = {n}, got shape "
+                f"{tuple(exp_arr.shape[1:])}"
+            )
+
+    # Batch shapes: H terms share one, jump operators another, rho0 a third.
+    h_batch, h_arrays = _broadcast_batch([a for _, a in h_terms], "H")
+    l_batch, l_arrays = _broadcast_batch([a for _, a in l_terms], "jump_ops")
+    r_batch = rho0.shape[:-2]
+    h_coeffs = [c for c, _ in h_terms]
+    l_coeffs = [c for c, _ in l_terms]
+
+    static_idx = [i for i, c in enumerate(h_coeffs) if c is None]
+    Hc = functools.reduce(jnp.add, [h_arrays[i] for i in static_idx]) if static_idx else None
+    h_mod = [(c, a) for c, a in zip(h_coeffs, h_arrays, strict=True) if c is not None]
+    if rotating_frame is None:
+        rotating_frame = Hc is not None and (
+            not is_concrete(Hc) or float(np.ptp(np.real(np.diagonal(
+                np.asarray(Hc), axis1=-2, axis2=-1)))) > 0.0
+        )
+    if rotating_frame and Hc is None:
+        raise ValueError("`rotating_frame=True` needs a time-independent part in `H`")
+    frame = None
+    if rotating_frame:
+        frame = jnp.real(jnp.diagonal(Hc, axis1=-2, axis2=-1))
+        Hc = Hc - jnp.eye(n, dtype=dtype) * frame[..., None, :].astype(dtype)
+
+    # -i/2 sum L^dag L of the static jump operators joins Heff: into the H term
+    # when the jump operators are unbatched, otherwise as a term of the jump batch.
+    l_static = [a for c, a in zip(l_coeffs, l_arrays, strict=True) if c is None]
+    K = -0.5j * sum(dag(a) @ a for a in l_static) if l_static else None
+    l_heff = None
+    if K is not None and (Hc is not None and not l_batch):
+        Hc = Hc + K
+    elif K is not None:
+        l_heff = K
+    h_list = ([] if Hc is None else [(None, Hc)]) + [
+        (c, a) for c, a in h_mod
+    ] + [
+        (lambda t, c=c: jnp.abs(c(t)) ** 2, -0.5j * dag(a) @ a)
+        for c, a in zip(l_coeffs, l_arrays, strict=True)
+        if c is not None
+    ]
+    # Modulated jump terms contribute to Heff with |f|^2 but belong to the jump
+    # batch; tie them to the H batch only when the jumps are unbatched.
+    if l_batch and any(c is not None for c in l_coeffs):
+        raise ValueError(
+            "time-modulated jump operators cannot carry batch axes; batch H or rho0"
+        )
+    heff_fns = [*h_fns] + [
+        (lambda t, f=f: -0.5j * dag(f(t)) @ f(t)) for f in l_fns
+    ]
+
+    h_ops = [
+        make_op(_flat(jnp.broadcast_to(a, (*h_batch, n, n)), h_batch), sparse)
+        for _, a in h_list
+    ]
+    if frame is not None:
+        frame = _flat(jnp.broadcast_to(frame, (*h_batch, n)), h_batch)
+    l_ops = {
+        "jumps": [make_op(_flat(a, l_batch), sparse) for a in l_arrays],
+        "heff": None if l_heff is None else make_op(_flat(l_heff, l_batch), sparse),
+    }
+    if not l_arrays:
+        # vmap needs one mapped array per batch group: an empty jump batch of size 1.
+        l_ops["jumps"] = []
+        l_ops["heff"] = DiaOp(jnp.zeros((1, 1, n), dtype), (0,))
+    if not h_ops:
+        h_ops = [DiaOp(jnp.zeros((1, 1, n), dtype), (0,))]
+        h_list = [(None, None)]
+
+    solver = SOLVERS[method]() if isinstance(method, str) and method in SOLVERS else method
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise ValueError(
+            f"`method` must be one of {', '.join(SOLVERS)} or a diffrax solver, "
+            f"got {method!r}"
+        )
+    settings = _Settings(
+        solver=solver,
+        rtol=float(rtol),
+        atol=float(atol),
+        max_steps=int(max_steps),
+        save_states=bool(save_states),
+        adjoint=adjoint if adjoint is not None else dfx.RecursiveCheckpointAdjoint(),
+        progress_meter=dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter(),
+        h_coeffs=tuple(c for c, _ in h_list),
+        l_coeffs=tuple(l_coeffs),
+        heff_fns=tuple(heff_fns),
+        jump_fns=tuple(l_fns),
+    )
+    out = _solve_batched(
+        settings, h_ops, frame, l_ops, _flat(rho0, r_batch), tsave, exp_arr
+    )
+    states, expects, final, stats, ok = out
+    batch = (*h_batch, *l_batch, *r_batch)
+
+    def unflat(x):
+        return None if x is None else x.reshape(*batch, *x.shape[3:])
+
+    if is_concrete(ok) and not bool(np.all(np.asarray(ok))):
+        raise RuntimeError(
+            f"mesolve: the solver stopped before t = {float(tsave[-1])}: the step "
+            f"limit max_steps={max_steps} was reached or a step failed (non-finite "
+            "values). Raise `max_steps`, loosen rtol/atol, or use an implicit "
+            "method such as method='kvaerno5' for stiff problems."
+        )
+    return MESolveResult(
+        tsave=tsave,
+        states=unflat(states),
+        expects=unflat(expects),
+        final_state=unflat(final),
+        stats={k: unflat(v) for k, v in stats.items()},
+        method=type(solver).__name__,
+        rotating_frame=bool(rotating_frame),
+    )

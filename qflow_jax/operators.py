@@ -1,0 +1,285 @@
+"""Operators, states and state functions, in QuTiP conventions.
+
+`sigmaz = diag(1, -1)`, `sigmam = [[0, 0], [1, 0]]` lowers `basis(2, 0)` to
+`basis(2, 1)`, `destroy(N)|n> = sqrt(n)|n-1>`, and `tensor` orders its factors most
+significant first. Every function returns a JAX array of dtype complex128 unless
+`dtype` says otherwise, and accepts JAX arrays, NumPy arrays or QuTiP `Qobj`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import reduce
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+
+from qflow_jax._convert import check_square, dag, to_array
+
+DEFAULT_DTYPE = jnp.complex128
+
+__all__ = [
+    "basis",
+    "coherent",
+    "coherent_dm",
+    "create",
+    "destroy",
+    "expect",
+    "eye",
+    "fidelity",
+    "fock",
+    "fock_dm",
+    "ket2dm",
+    "number",
+    "ptrace",
+    "sigmam",
+    "sigmap",
+    "sigmax",
+    "sigmay",
+    "sigmaz",
+    "tensor",
+    "thermal_dm",
+    "trace_distance",
+]
+
+
+def _check_dim(N: Any, name: str = "N") -> int:
+    if isinstance(N, bool) or not isinstance(N, int | jnp.integer) or N < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {N!r}")
+    return int(N)
+
+
+def destroy(N: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Annihilation operator on a Fock space truncated to N levels.
+
+    Example:
+        >>> a = destroy(3)
+        >>> (a @ fock(3, 2))[1, 0]  # sqrt(2)
+    """
+    N = _check_dim(N)
+    return jnp.diag(jnp.sqrt(jnp.arange(1, N, dtype=jnp.float64)), 1).astype(dtype)
+
+
+def create(N: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Creation operator a^dag on N Fock levels."""
+    return dag(destroy(N, dtype))
+
+
+def number(N: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Number operator a^dag a = diag(0, 1, ..., N-1)."""
+    N = _check_dim(N)
+    return jnp.diag(jnp.arange(N, dtype=jnp.float64)).astype(dtype)
+
+
+def eye(*dims: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Identity on a space of dimension prod(dims), e.g. `eye(2, 2)` is 4 x 4."""
+    if not dims:
+        raise ValueError("`eye` needs at least one dimension")
+    n = 1
+    for d in dims:
+        n *= _check_dim(d, "dims")
+    return jnp.eye(n, dtype=dtype)
+
+
+def sigmax(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Pauli X."""
+    return jnp.array([[0, 1], [1, 0]], dtype=dtype)
+
+
+def sigmay(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Pauli Y = [[0, -i], [i, 0]]."""
+    return jnp.array([[0, -1j], [1j, 0]], dtype=dtype)
+
+
+def sigmaz(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Pauli Z = diag(1, -1) (QuTiP convention: basis(2, 0) is the +1 state)."""
+    return jnp.array([[1, 0], [0, -1]], dtype=dtype)
+
+
+def sigmam(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Lowering operator [[0, 0], [1, 0]]: basis(2, 0) -> basis(2, 1)."""
+    return jnp.array([[0, 0], [1, 0]], dtype=dtype)
+
+
+def sigmap(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Raising operator [[0, 1], [0, 0]]."""
+    return jnp.array([[0, 1], [0, 0]], dtype=dtype)
+
+
+def tensor(*ops: Any) -> jax.Array:
+    """Kronecker product, first factor most significant (QuTiP order).
+
+    Accepts operators, kets (column vectors) or a single sequence of them.
+
+    Example:
+        >>> tensor(sigmaz(), eye(2)).shape
+        (4, 4)
+    """
+    if len(ops) == 1 and isinstance(ops[0], list | tuple):
+        ops = tuple(ops[0])
+    if not ops:
+        raise ValueError("`tensor` needs at least one operator")
+    arrays = [to_array(op, f"ops[{i}]") for i, op in enumerate(ops)]
+    for i, arr in enumerate(arrays):
+        if arr.ndim != 2:
+            raise ValueError(
+                f"`ops[{i}]` must be 2-D (operator or column ket), got shape "
+                f"{tuple(arr.shape)}"
+            )
+    return reduce(jnp.kron, arrays)
+
+
+def basis(N: int, n: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Fock ket |n> as an (N, 1) column."""
+    N = _check_dim(N)
+    if not 0 <= n < N:
+        raise ValueError(f"`n` must lie in [0, {N - 1}], got {n}")
+    return jnp.zeros((N, 1), dtype=dtype).at[n, 0].set(1.0)
+
+
+fock = basis
+
+
+def fock_dm(N: int, n: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Fock density matrix |n><n|."""
+    return ket2dm(basis(N, n, dtype))
+
+
+def coherent(
+    N: int, alpha: complex, method: str = "operator", dtype: Any = DEFAULT_DTYPE
+) -> jax.Array:
+    """Coherent ket |alpha> on N Fock levels.
+
+    Args:
+        method: "operator" (QuTiP's default) applies the truncated displacement
+            expm(alpha a^dag - alpha* a) to |0>; "analytic" uses the Poisson
+            amplitudes exp(-|alpha|^2/2) alpha^n / sqrt(n!) truncated at N levels.
+    """
+    N = _check_dim(N)
+    alpha = jnp.asarray(alpha, dtype=dtype)
+    if method == "operator":
+        a = destroy(N, dtype)
+        D = jsl.expm(alpha * dag(a) - jnp.conj(alpha) * a)
+        return D[:, :1]
+    if method == "analytic":
+        n = jnp.arange(N)
+        log_fact = jax.scipy.special.gammaln(n + 1.0)
+        amp = jnp.exp(-0.5 * jnp.abs(alpha) ** 2 - 0.5 * log_fact) * alpha**n
+        return amp.astype(dtype)[:, None]
+    raise ValueError(f"`method` must be 'operator' or 'analytic', got {method!r}")
+
+
+def coherent_dm(
+    N: int, alpha: complex, method: str = "operator", dtype: Any = DEFAULT_DTYPE
+) -> jax.Array:
+    """Coherent density matrix |alpha><alpha| (see `coherent` for `method`)."""
+    return ket2dm(coherent(N, alpha, method, dtype))
+
+
+def thermal_dm(N: int, n: float, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
+    """Thermal state with mean occupation `n`, truncated to N levels and renormalized."""
+    N = _check_dim(N)
+    if n < 0:
+        raise ValueError(f"`n` (mean occupation) must be >= 0, got {n}")
+    if n == 0:
+        return fock_dm(N, 0, dtype)
+    k = jnp.arange(N, dtype=jnp.float64)
+    p = (n / (1.0 + n)) ** k
+    return jnp.diag(p / p.sum()).astype(dtype)
+
+
+def ket2dm(psi: Any) -> jax.Array:
+    """|psi><psi| for a ket of shape (..., n, 1) or (n,)."""
+    psi = to_array(psi, "psi")
+    if psi.ndim == 1:
+        psi = psi[:, None]
+    if psi.shape[-1] != 1:
+        raise ValueError(f"`psi` must be a ket of shape (..., n, 1), got {psi.shape}")
+    return psi @ dag(psi)
+
+
+def _as_dm(x: Any, name: str) -> jax.Array:
+    x = to_array(x, name)
+    if x.ndim >= 2 and x.shape[-1] == 1 and x.shape[-2] != 1:
+        return x @ dag(x)
+    check_square(x, name)
+    return x
+
+
+def expect(O: Any, state: Any) -> jax.Array:
+    """Expectation value <O> = Tr(O rho) (or <psi|O|psi> for a ket), batched.
+
+    Args:
+        O: (..., n, n) operator.
+        state: (..., n, n) density matrix or (..., n, 1) ket.
+
+    Returns:
+        Complex array of the broadcast batch shape; take `.real` for Hermitian O.
+    """
+    O = to_array(O, "O")
+    check_square(O, "O")
+    rho = _as_dm(state, "state")
+    if O.shape[-1] != rho.shape[-1]:
+        raise ValueError(
+            f"`O` has dimension {O.shape[-1]} but `state` has {rho.shape[-1]}"
+        )
+    return jnp.einsum("...ij,...ji->...", O, rho)
+
+
+def trace_distance(A: Any, B: Any) -> jax.Array:
+    """Trace distance 0.5 Tr|A - B| between density matrices (or kets)."""
+    A, B = _as_dm(A, "A"), _as_dm(B, "B")
+    return 0.5 * jnp.sum(jnp.abs(jnp.linalg.eigvalsh(A - B)), axis=-1)
+
+
+def _psd_sqrt(A: jax.Array) -> jax.Array:
+    w, V = jnp.linalg.eigh(A)
+    return (V * jnp.sqrt(jnp.clip(w, 0.0))[..., None, :]) @ dag(V)
+
+
+def fidelity(A: Any, B: Any) -> jax.Array:
+    """Uhlmann fidelity in QuTiP's convention: Tr sqrt(sqrt(A) B sqrt(A)) (not squared)."""
+    A, B = _as_dm(A, "A"), _as_dm(B, "B")
+    sA = _psd_sqrt(A)
+    w = jnp.linalg.eigvalsh(sA @ B @ sA)
+    return jnp.sum(jnp.sqrt(jnp.clip(w, 0.0)), axis=-1)
+
+
+def ptrace(rho: Any, keep: int | Sequence[int], dims: Sequence[int]) -> jax.Array:
+    """Partial trace keeping the subsystems `keep` of a (..., n, n) state.
+
+    Args:
+        rho: density matrix (..., n, n) or ket (..., n, 1), n = prod(dims).
+        keep: index or indices of the subsystems to keep (in increasing order
+            in the result, like QuTiP).
+        dims: dimensions of all subsystems, most significant first.
+
+    Example:
+        >>> ptrace(tensor(fock_dm(2, 0), fock_dm(3, 1)), 1, [2, 3])  # fock_dm(3, 1)
+    """
+    rho = _as_dm(rho, "rho")
+    dims = [int(d) for d in dims]
+    n = 1
+    for d in dims:
+        n *= d
+    if rho.shape[-1] != n:
+        raise ValueError(
+            f"`dims` {dims} multiply to {n} but `rho` has dimension {rho.shape[-1]}"
+        )
+    keep = sorted({keep} if isinstance(keep, int) else set(keep))
+    if not keep or any(not 0 <= k < len(dims) for k in keep):
+        raise ValueError(f"`keep` must be indices in [0, {len(dims) - 1}], got {keep}")
+    batch = rho.shape[:-2]
+    m = len(dims)
+    t = rho.reshape(*batch, *dims, *dims)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    row = [letters[i] for i in range(m)]
+    col = [letters[m + i] if i in keep else letters[i] for i in range(m)]
+    out = [row[k] for k in keep] + [col[k] for k in keep]
+    expr = f"...{''.join(row)}{''.join(col)}->...{''.join(out)}"
+    dk = 1
+    for k in keep:
+        dk *= dims[k]
+    return jnp.einsum(expr, t).reshape(*batch, dk, dk)

@@ -1,0 +1,128 @@
+"""Run folders: summary.json, arrays (.npz) and PNG plots, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RunFolder", "versions"]
+
+_PACKAGES = ("qflow_jax", "jax", "jaxlib", "diffrax", "equinox", "flax", "optax")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the numerical packages in use."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    import jax
+
+    out["jax_backend"] = jax.default_backend()
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if hasattr(x, "__array__") and not isinstance(x, str | bytes):
+        arr = np.asarray(x)
+        if np.iscomplexobj(arr):
+            return {"real": arr.real.tolist(), "imag": arr.imag.tolist()}
+        return arr.tolist()
+    if isinstance(x, complex):
+        return {"real": x.real, "imag": x.imag}
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+class RunFolder:
+    """A results folder; every file is written to a temporary name then renamed.
+
+    Example:
+        >>> run = RunFolder("runs/demo")
+        >>> run.write_json("summary.json", {"metrics": {"err": 1e-7}})
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+
+    def _atomic(self, name: str, write: Any, suffix: str) -> Path:
+        target = self.path / name
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=suffix)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return target
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> Path:
+        text = json.dumps(_jsonable(data), indent=2, sort_keys=False)
+        return self._atomic(name, lambda p: Path(p).write_text(text + "\n"), ".json")
+
+    def save_arrays(self, name: str, **arrays: Any) -> Path:
+        def write(p: str) -> None:
+            with open(p, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+
+        return self._atomic(name, write, ".npz")
+
+    def plot_curves(
+        self,
+        name: str,
+        t: Any,
+        curves: Mapping[str, Any],
+        references: Mapping[str, Any] | None = None,
+        *,
+        xlabel: str = "t",
+        ylabel: str = "expectation value",
+        title: str = "",
+        logy: bool = False,
+    ) -> Path:
+        """Line plot of named curves vs `t`; `references` are drawn dashed in black."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+        for label, y in curves.items():
+            ax.plot(np.asarray(t), np.asarray(y), label=label, lw=1.8)
+        for label, y in (references or {}).items():
+            ax.plot(np.asarray(t), np.asarray(y), "k--", lw=1.0, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = self._atomic(name, lambda p: fig.savefig(p, format="png"), ".png")
+        plt.close(fig)
+        return path
+
+    def file_names(self) -> Sequence[str]:
+        return sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
