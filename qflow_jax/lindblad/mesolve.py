@@ -13,6 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from qflow_jax._convert import (
     check_finite,
@@ -22,8 +23,9 @@ from qflow_jax._convert import (
     is_concrete,
     to_array,
 )
-from qflow_jax.lindblad._ops import DiaOp, make_op
-from qflow_jax.lindblad.vector_field import LindbladVectorField, to_real
+from qflow_jax.lindblad._ops import make_op
+from qflow_jax.lindblad.lawson import Lawson
+from qflow_jax.lindblad.vector_field import LindbladVectorField, to_complex, to_real
 
 __all__ = ["MESolveResult", "mesolve", "SOLVERS"]
 
@@ -46,7 +48,6 @@ class MESolveResult(eqx.Module):
         final_state: (..., n, n) state at tsave[-1].
         stats: diffrax step counts: num_steps, num_accepted_steps, num_rejected_steps.
         method: name of the diffrax solver used.
-        rotating_frame: whether the static diagonal of H was moved into the frame.
     """
 
     tsave: jax.Array
@@ -55,7 +56,6 @@ class MESolveResult(eqx.Module):
     final_state: jax.Array
     stats: dict[str, jax.Array]
     method: str = eqx.field(static=True)
-    rotating_frame: bool = eqx.field(static=True)
 
 
 # ----------------------------------------------------------------- input parsing
@@ -124,7 +124,7 @@ def _jump_list(jump_ops: Any) -> list[Any]:
             "`jump_ops` must be a list of (..., n, n) operators (or an (k, n, n) "
             f"array), got an array of shape {tuple(arr.shape)}"
         )
-    if _is_pair(jump_ops) or callable(jump_ops):
+    if callable(jump_ops):
         return [jump_ops]
     return list(jump_ops)
 
@@ -200,34 +200,33 @@ class _Settings(eqx.Module):
 
 
 @eqx.filter_jit
-def _solve_batched(settings, h_ops, frame, l_ops, rho0, tsave, exp_ops):
+def _solve_batched(settings, h_group, l_group, rho0, tsave, exp_ops):
     """vmap over (H batch, jump batch, rho0 batch) of one diffrax solve."""
 
-    def one(h_ops, frame, l_ops, rho0):
+    def one(h_group, l_group, rho0):
+        diags = [d for d in (h_group["diag"], l_group["diag"]) if d is not None]
+        heff = list(zip(settings.h_coeffs, h_group["ops"], strict=True))
+        if l_group["heff"] is not None:
+            heff.append((None, l_group["heff"]))
         vf = LindbladVectorField(
-            heff_terms=list(zip(settings.h_coeffs, h_ops, strict=True)),
-            jump_terms=list(zip(settings.l_coeffs, l_ops["jumps"], strict=True)),
+            heff_terms=heff,
+            jump_terms=list(zip(settings.l_coeffs, l_group["jumps"], strict=True)),
             heff_fns=settings.heff_fns,
             jump_fns=settings.jump_fns,
-            frame_energies=frame,
+            diag=sum(diags[1:], diags[0]) if diags else None,
         )
-        if l_ops["heff"] is not None:
-            vf = eqx.tree_at(
-                lambda v: v.heff_terms, vf, [*vf.heff_terms, (None, l_ops["heff"])]
-            )
 
         def save(t, y, args):
-            rho = vf.to_lab(t, y)
+            rho = to_complex(y)
             ex = None if exp_ops is None else jnp.einsum("kij,ji->k", exp_ops, rho)
             return (rho if settings.save_states else None), ex
 
         saveat = dfx.SaveAt(
             subs=[
                 dfx.SubSaveAt(ts=tsave, fn=save),
-                dfx.SubSaveAt(t1=True, fn=lambda t, y, a: vf.to_lab(t, y)),
+                dfx.SubSaveAt(t1=True, fn=lambda t, y, args: to_complex(y)),
             ]
         )
-        y0 = to_real(rho0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             sol = dfx.diffeqsolve(
@@ -236,10 +235,10 @@ def _solve_batched(settings, h_ops, frame, l_ops, rho0, tsave, exp_ops):
                 tsave[0],
                 tsave[-1],
                 None,
-                y0,
+                to_real(rho0),
                 saveat=saveat,
                 stepsize_controller=dfx.PIDController(
-                    rtol=settings.rtol, atol=settings.atol
+                    rtol=settings.rtol, atol=settings.atol, norm=optx.max_norm
                 ),
                 max_steps=settings.max_steps,
                 adjoint=settings.adjoint,
@@ -247,16 +246,60 @@ def _solve_batched(settings, h_ops, frame, l_ops, rho0, tsave, exp_ops):
                 throw=False,
             )
         (states, expects), final = sol.ys
-        final = final[0]
-        stats = {k: sol.stats[k] for k in ("num_steps", "num_accepted_steps")}
-        stats["num_rejected_steps"] = sol.stats["num_rejected_steps"]
+        stats = {
+            k: sol.stats[k]
+            for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        }
         ok = sol.result == dfx.RESULTS.successful
-        return states, None if expects is None else expects.T, final, stats, ok
+        return states, None if expects is None else expects.T, final[0], stats, ok
 
-    f = jax.vmap(one, in_axes=(None, None, None, 0))
-    f = jax.vmap(f, in_axes=(None, None, 0, None))
-    f = jax.vmap(f, in_axes=(0, 0, None, None))
-    return f(h_ops, frame, l_ops, rho0)
+    return _vmap_groups(one, (h_group, l_group, rho0))
+
+
+def _vmap_groups(fn: Callable[..., Any], groups: tuple[Any, ...]) -> Any:
+    """fn mapped over the leading axis of every group (all combinations, first group
+    outermost); groups of size 1 are squeezed rather than mapped, so an unbatched
+    problem runs an unbatched while loop."""
+    sizes = [jax.tree_util.tree_leaves(g)[0].shape[0] for g in groups]
+    args = [
+        g if size > 1 else jax.tree_util.tree_map(lambda x: x[0], g)
+        for g, size in zip(groups, sizes, strict=True)
+    ]
+    f = fn
+    for i in reversed(range(len(groups))):
+        if sizes[i] > 1:
+            f = jax.vmap(f, in_axes=tuple(0 if j == i else None for j in range(len(groups))))
+    out = f(*args)
+    for i, size in enumerate(sizes):
+        if size == 1:
+            out = jax.tree_util.tree_map(lambda x, i=i: jnp.expand_dims(x, i), out)
+    return out
+
+
+def _pop_diag(mat: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
+    """Splits a static (..., n, n) operator into its diagonal and the rest."""
+    if mat is None:
+        return None, None
+    d = jnp.diagonal(mat, axis1=-2, axis2=-1)
+    return d, mat - d[..., :, None] * jnp.eye(mat.shape[-1], dtype=mat.dtype)
+
+
+def _solver(method: str | dfx.AbstractSolver, has_static: bool) -> dfx.AbstractSolver:
+    if isinstance(method, dfx.AbstractSolver):
+        return method
+    if method == "auto":
+        method = "lawson-tsit5" if has_static else "tsit5"
+    if isinstance(method, str) and method.startswith("lawson-"):
+        inner = SOLVERS.get(method.removeprefix("lawson-"))
+        if inner is not None and issubclass(inner, dfx.AbstractERK):
+            return Lawson(inner())
+    elif isinstance(method, str) and method in SOLVERS:
+        return SOLVERS[method]()
+    names = ["auto", *SOLVERS, "lawson-tsit5", "lawson-dopri5", "lawson-dopri8"]
+    raise ValueError(
+        f"`method` must be one of {', '.join(names)} or a diffrax solver, got "
+        f"{method!r}"
+    )
 
 
 def mesolve(
@@ -266,13 +309,12 @@ def mesolve(
     tsave: Any,
     *,
     exp_ops: Sequence[Any] | None = None,
-    method: str | dfx.AbstractSolver = "tsit5",
+    method: str | dfx.AbstractSolver = "auto",
     rtol: float = 1e-6,
     atol: float = 1e-8,
     save_states: bool = True,
     max_steps: int = 100_000,
     dtype: Any = None,
-    rotating_frame: bool | None = None,
     sparse: bool | None = None,
     adjoint: dfx.AbstractAdjoint | None = None,
     progress: bool = False,
@@ -292,16 +334,19 @@ def mesolve(
         tsave: (nt,) strictly increasing save times; integration runs from
             tsave[0] to tsave[-1].
         exp_ops: operators (n, n) whose expectation values are saved.
-        method: "tsit5", "dopri5", "dopri8" (explicit), "kvaerno3", "kvaerno5"
-            (implicit, for stiff problems), or any `diffrax.AbstractSolver`.
+        method: "auto" (default: "lawson-tsit5" when Heff has a static part,
+            else "tsit5"); "tsit5", "dopri5", "dopri8" (explicit Runge-Kutta);
+            "lawson-tsit5", "lawson-dopri5", "lawson-dopri8" (the same in
+            integrating-factor form: the diagonal of the static Heff, i.e.
+            detunings, Kerr energies and decay rates in the given basis, is
+            integrated exactly, so it no longer limits the step);
+            "kvaerno3", "kvaerno5" (implicit, for stiff problems with small n);
+            or any `diffrax.AbstractSolver`.
         rtol, atol: tolerances of the PID step-size controller.
         save_states: keep the states at every save time (else only expects and
             the final state).
         max_steps: step limit; reaching it raises a RuntimeError.
         dtype: complex64 or complex128; by default that of `rho0`.
-        rotating_frame: integrate in the frame of the static diagonal of H
-            (exact; removes fast phases of large diagonal energies). None chooses
-            it when H has a static part with a non-constant diagonal.
         sparse: store constant operators by diagonals (DIA); None decides from the
             sparsity of concrete inputs (traced inputs, e.g. under `jax.grad`,
             stay dense).
@@ -332,7 +377,7 @@ def mesolve(
     n = rho0.shape[-1]
     real_dtype = jnp.float64 if dtype == jnp.complex128 else jnp.float32
     tsave = _check_tsave(tsave, real_dtype)
-    t0 = float(tsave[0]) if is_concrete(tsave) else 0.0
+    t0 = float(np.asarray(tsave)[0]) if is_concrete(tsave) else 0.0
     _check_state(rho0, 1e-6 if dtype == jnp.complex128 else 1e-4)
 
     h_terms, h_fns = _split_terms(H, "H", dtype, t0)
@@ -382,71 +427,47 @@ def mesolve(
     h_coeffs = [c for c, _ in h_terms]
     l_coeffs = [c for c, _ in l_terms]
 
-    static_idx = [i for i, c in enumerate(h_coeffs) if c is None]
-    Hc = functools.reduce(jnp.add, [h_arrays[i] for i in static_idx]) if static_idx else None
-    h_mod = [(c, a) for c, a in zip(h_coeffs, h_arrays, strict=True) if c is not None]
-    if rotating_frame is None:
-        rotating_frame = Hc is not None and (
-            not is_concrete(Hc) or float(np.ptp(np.real(np.diagonal(
-                np.asarray(Hc), axis1=-2, axis2=-1)))) > 0.0
+    if l_batch and any(c is not None for c in l_coeffs):
+        raise ValueError(
+            "time-modulated jump operators cannot carry batch axes; batch H or rho0"
         )
-    if rotating_frame and Hc is None:
-        raise ValueError("`rotating_frame=True` needs a time-independent part in `H`")
-    frame = None
-    if rotating_frame:
-        frame = jnp.real(jnp.diagonal(Hc, axis1=-2, axis2=-1))
-        Hc = Hc - jnp.eye(n, dtype=dtype) * frame[..., None, :].astype(dtype)
-
-    # -i/2 sum L^dag L of the static jump operators joins Heff: into the H term
-    # when the jump operators are unbatched, otherwise as a term of the jump batch.
+    h_static = [a for c, a in zip(h_coeffs, h_arrays, strict=True) if c is None]
     l_static = [a for c, a in zip(l_coeffs, l_arrays, strict=True) if c is None]
-    K = -0.5j * sum(dag(a) @ a for a in l_static) if l_static else None
-    l_heff = None
-    if K is not None and (Hc is not None and not l_batch):
-        Hc = Hc + K
-    elif K is not None:
-        l_heff = K
+    Hc = functools.reduce(jnp.add, h_static) if h_static else None
+    # The static part of -i/2 sum L^dag L joins the H group unless the jump
+    # operators carry their own batch axes.
+    K = -0.5j * functools.reduce(jnp.add, [dag(a) @ a for a in l_static]) if l_static else None
+    if K is not None and not l_batch:
+        Hc = K if Hc is None else Hc + K
+        K = None
+    h_diag, Hc = _pop_diag(Hc)
+    l_diag, K = _pop_diag(K)
     h_list = ([] if Hc is None else [(None, Hc)]) + [
-        (c, a) for c, a in h_mod
+        (c, a) for c, a in zip(h_coeffs, h_arrays, strict=True) if c is not None
     ] + [
         (lambda t, c=c: jnp.abs(c(t)) ** 2, -0.5j * dag(a) @ a)
         for c, a in zip(l_coeffs, l_arrays, strict=True)
         if c is not None
     ]
-    # Modulated jump terms contribute to Heff with |f|^2 but belong to the jump
-    # batch; tie them to the H batch only when the jumps are unbatched.
-    if l_batch and any(c is not None for c in l_coeffs):
-        raise ValueError(
-            "time-modulated jump operators cannot carry batch axes; batch H or rho0"
-        )
-    heff_fns = [*h_fns] + [
-        (lambda t, f=f: -0.5j * dag(f(t)) @ f(t)) for f in l_fns
-    ]
+    heff_fns = [*h_fns] + [(lambda t, f=f: -0.5j * dag(f(t)) @ f(t)) for f in l_fns]
 
-    h_ops = [
-        make_op(_flat(jnp.broadcast_to(a, (*h_batch, n, n)), h_batch), sparse)
-        for _, a in h_list
-    ]
-    if frame is not None:
-        frame = _flat(jnp.broadcast_to(frame, (*h_batch, n)), h_batch)
-    l_ops = {
-        "jumps": [make_op(_flat(a, l_batch), sparse) for a in l_arrays],
-        "heff": None if l_heff is None else make_op(_flat(l_heff, l_batch), sparse),
+    h_group = {
+        "size": jnp.zeros(math.prod(h_batch)),
+        "ops": [
+            make_op(_flat(jnp.broadcast_to(a, (*h_batch, n, n)), h_batch), sparse)
+            for _, a in h_list
+        ],
+        "diag": None
+        if h_diag is None
+        else _flat(jnp.broadcast_to(h_diag, (*h_batch, n)), h_batch),
     }
-    if not l_arrays:
-        # vmap needs one mapped array per batch group: an empty jump batch of size 1.
-        l_ops["jumps"] = []
-        l_ops["heff"] = DiaOp(jnp.zeros((1, 1, n), dtype), (0,))
-    if not h_ops:
-        h_ops = [DiaOp(jnp.zeros((1, 1, n), dtype), (0,))]
-        h_list = [(None, None)]
-
-    solver = SOLVERS[method]() if isinstance(method, str) and method in SOLVERS else method
-    if not isinstance(solver, dfx.AbstractSolver):
-        raise ValueError(
-            f"`method` must be one of {', '.join(SOLVERS)} or a diffrax solver, "
-            f"got {method!r}"
-        )
+    l_group = {
+        "size": jnp.zeros(math.prod(l_batch)),
+        "jumps": [make_op(_flat(a, l_batch), sparse) for a in l_arrays],
+        "heff": None if K is None else make_op(_flat(K, l_batch), sparse),
+        "diag": None if l_diag is None else _flat(l_diag, l_batch),
+    }
+    solver = _solver(method, h_diag is not None or l_diag is not None)
     settings = _Settings(
         solver=solver,
         rtol=float(rtol),
@@ -460,10 +481,9 @@ def mesolve(
         heff_fns=tuple(heff_fns),
         jump_fns=tuple(l_fns),
     )
-    out = _solve_batched(
-        settings, h_ops, frame, l_ops, _flat(rho0, r_batch), tsave, exp_arr
+    states, expects, final, stats, ok = _solve_batched(
+        settings, h_group, l_group, _flat(rho0, r_batch), tsave, exp_arr
     )
-    states, expects, final, stats, ok = out
     batch = (*h_batch, *l_batch, *r_batch)
 
     def unflat(x):
@@ -471,7 +491,7 @@ def mesolve(
 
     if is_concrete(ok) and not bool(np.all(np.asarray(ok))):
         raise RuntimeError(
-            f"mesolve: the solver stopped before t = {float(tsave[-1])}: the step "
+            f"mesolve: the solver stopped before t = {float(np.asarray(tsave)[-1])}: the step "
             f"limit max_steps={max_steps} was reached or a step failed (non-finite "
             "values). Raise `max_steps`, loosen rtol/atol, or use an implicit "
             "method such as method='kvaerno5' for stiff problems."
@@ -482,6 +502,11 @@ def mesolve(
         expects=unflat(expects),
         final_state=unflat(final),
         stats={k: unflat(v) for k, v in stats.items()},
-        method=type(solver).__name__,
-        rotating_frame=bool(rotating_frame),
+        method=_method_name(solver),
     )
+
+
+def _method_name(solver: dfx.AbstractSolver) -> str:
+    if isinstance(solver, Lawson):
+        return f"lawson-{type(solver.solver).__name__.lower()}"
+    return type(solver).__name__.lower()
