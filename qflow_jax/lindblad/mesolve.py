@@ -193,6 +193,7 @@ class _Settings(eqx.Module):
     save_states: bool
     adjoint: dfx.AbstractAdjoint
     progress_meter: dfx.AbstractProgressMeter
+    sequential_batch: bool
     h_coeffs: tuple[Any, ...]
     l_coeffs: tuple[Any, ...]
     heff_fns: tuple[Any, ...]
@@ -253,13 +254,15 @@ def _solve_batched(settings, h_group, l_group, rho0, tsave, exp_ops):
         ok = sol.result == dfx.RESULTS.successful
         return states, None if expects is None else expects.T, final[0], stats, ok
 
-    return _vmap_groups(one, (h_group, l_group, rho0))
+    return _vmap_groups(one, (h_group, l_group, rho0), settings.sequential_batch)
 
 
-def _vmap_groups(fn: Callable[..., Any], groups: tuple[Any, ...]) -> Any:
+def _vmap_groups(
+    fn: Callable[..., Any], groups: tuple[Any, ...], sequential: bool
+) -> Any:
     """fn mapped over the leading axis of every group (all combinations, first group
-    outermost); groups of size 1 are squeezed rather than mapped, so an unbatched
-    problem runs an unbatched while loop."""
+    outermost), by `lax.map` if `sequential` else `vmap`; groups of size 1 are
+    squeezed rather than mapped."""
     sizes = [jax.tree_util.tree_leaves(g)[0].shape[0] for g in groups]
     args = [
         g if size > 1 else jax.tree_util.tree_map(lambda x: x[0], g)
@@ -268,12 +271,24 @@ def _vmap_groups(fn: Callable[..., Any], groups: tuple[Any, ...]) -> Any:
     f = fn
     for i in reversed(range(len(groups))):
         if sizes[i] > 1:
-            f = jax.vmap(f, in_axes=tuple(0 if j == i else None for j in range(len(groups))))
+            f = _map_arg(f, i, sequential)
     out = f(*args)
     for i, size in enumerate(sizes):
         if size == 1:
             out = jax.tree_util.tree_map(lambda x, i=i: jnp.expand_dims(x, i), out)
     return out
+
+
+def _map_arg(f: Callable[..., Any], i: int, sequential: bool) -> Callable[..., Any]:
+    """f mapped over the leading axis of its i-th argument."""
+
+    def mapped(*args):
+        def one(x):
+            return f(*args[:i], x, *args[i + 1 :])
+
+        return jax.lax.map(one, args[i]) if sequential else jax.vmap(one)(args[i])
+
+    return mapped
 
 
 def _pop_diag(mat: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
@@ -318,6 +333,7 @@ def mesolve(
     sparse: bool | None = None,
     adjoint: dfx.AbstractAdjoint | None = None,
     progress: bool = False,
+    batch_mode: str = "auto",
 ) -> MESolveResult:
     r"""Solves the Lindblad master equation
 
@@ -353,6 +369,11 @@ def mesolve(
         adjoint: diffrax adjoint for gradients; default
             `RecursiveCheckpointAdjoint()` (memory bounded by checkpointing).
         progress: show a tqdm progress bar over time.
+        batch_mode: how batch elements run: "vmap" (one vectorized solve, each
+            element with its own steps), "map" (one after the other, `lax.map`),
+            or "auto": "map" on CPU, where a vmapped adaptive solve masks every
+            element until the slowest finishes and gains little from SIMD, and
+            "vmap" on accelerators.
 
     Batching: leading axes of H, of the jump operators and of rho0 are mapped
     independently (all combinations); the result's arrays carry the H batch axes,
@@ -476,6 +497,7 @@ def mesolve(
         save_states=bool(save_states),
         adjoint=adjoint if adjoint is not None else dfx.RecursiveCheckpointAdjoint(),
         progress_meter=dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter(),
+        sequential_batch=_sequential(batch_mode),
         h_coeffs=tuple(c for c, _ in h_list),
         l_coeffs=tuple(l_coeffs),
         heff_fns=tuple(heff_fns),
@@ -504,6 +526,16 @@ def mesolve(
         stats={k: unflat(v) for k, v in stats.items()},
         method=_method_name(solver),
     )
+
+
+def _sequential(batch_mode: str) -> bool:
+    if batch_mode == "auto":
+        return jax.default_backend() == "cpu"
+    if batch_mode not in ("map", "vmap"):
+        raise ValueError(
+            f"`batch_mode` must be 'auto', 'map' or 'vmap', got {batch_mode!r}"
+        )
+    return batch_mode == "map"
 
 
 def _method_name(solver: dfx.AbstractSolver) -> str:

@@ -74,7 +74,8 @@ def test_time_dependent_hamiltonian_and_rates_match_qutip(rng):
     np.testing.assert_allclose(res.states, ref, atol=1e-6)
 
 
-def test_batching_equals_loop(rng):
+@pytest.mark.parametrize("batch_mode", ["map", "vmap"])
+def test_batching_equals_loop(rng, batch_mode):
     n = 3
     Hs = np.stack([rand_herm(rng, n) for _ in range(2)])  # H batch (2,)
     Ls = np.stack([rand_op(rng, n) for _ in range(3)])  # jump batch (3,)
@@ -82,7 +83,7 @@ def test_batching_equals_loop(rng):
     rhos = np.stack([rand_dm(rng, n) for _ in range(4)])  # rho0 batch (4,)
     t = jnp.linspace(0.0, 1.0, 5)
     O = rand_herm(rng, n)
-    res = qf.mesolve(Hs, [Ls, L_fixed], rhos, t, exp_ops=[O])
+    res = qf.mesolve(Hs, [Ls, L_fixed], rhos, t, exp_ops=[O], batch_mode=batch_mode)
     assert res.states.shape == (2, 3, 4, 5, n, n)
     assert res.expects.shape == (2, 3, 4, 1, 5)
     assert res.final_state.shape == (2, 3, 4, n, n)
