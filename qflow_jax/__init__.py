@@ -9,6 +9,17 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from qflow_jax.lindblad import MESolveResult, mesolve  # noqa: E402
+from qflow_jax.network import (  # noqa: E402
+    NetworkResult,
+    QubitNetwork,
+    blended_lindbladian,
+    blended_trajectory,
+    k_sweep,
+    laplacian_spectrum,
+    network_mesolve,
+    run_blended,
+    solve_reduced,
+)
 from qflow_jax.operators import (  # noqa: E402
     basis,
     coherent,
@@ -37,6 +48,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MESolveResult",
+    "NetworkResult",
+    "QubitNetwork",
+    "blended_lindbladian",
+    "blended_trajectory",
+    "k_sweep",
+    "laplacian_spectrum",
+    "network_mesolve",
+    "run_blended",
+    "solve_reduced",
     "basis",
     "coherent",
     "coherent_dm",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunFolder", "versions"]
+__all__ = ["RunFolder", "to_jsonable", "versions"]
 
 _PACKAGES = ("qflow_jax", "jax", "jaxlib", "diffrax", "equinox", "flax", "optax")
 
@@ -33,11 +33,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _jsonable(x: Any) -> Any:
+def to_jsonable(x: Any) -> Any:
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [to_jsonable(v) for v in x]
     if isinstance(x, np.generic):
         return x.item()
     if hasattr(x, "__array__") and not isinstance(x, str | bytes):
@@ -78,7 +78,7 @@ class RunFolder:
         return target
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> Path:
-        text = json.dumps(_jsonable(data), indent=2, sort_keys=False)
+        text = json.dumps(to_jsonable(data), indent=2, sort_keys=False)
         return self._atomic(name, lambda p: Path(p).write_text(text + "\n"), ".json")
 
     def save_arrays(self, name: str, **arrays: Any) -> Path:

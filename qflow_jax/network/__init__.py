@@ -1,5 +1,33 @@
-"""Qubit networks with diffusive (swap) coupling and their blended dynamics."""
+"""Qubit networks with diffusive (swap) coupling and their blended dynamics.
 
+PHYSICS.md section 2: the model (`QubitNetwork`), its structured Lindbladian
+(`NetworkVectorField`, `network_mesolve`), the closed reduced-state system
+(`solve_reduced`), the blended dynamics and quantum Laplacian, diagnostics of
+clustering and the k-sweep, and `run_blended` behind `qflow blended CONFIG`.
+"""
+
+from qflow_jax.network.blended import (
+    BlendedNetworkVectorField,
+    blended_lindbladian,
+    blended_network_mesolve,
+    blended_superoperator,
+    blended_trajectories,
+    blended_trajectory,
+    laplacian_spectrum,
+    quantum_laplacian,
+    symmetrize,
+)
+from qflow_jax.network.diagnostics import (
+    bloch_vectors,
+    component_averages,
+    detect_clusters,
+    first_order_correction,
+    frobenius_distances,
+    k_sweep,
+    network_trajectories,
+    trace_distances,
+)
+from qflow_jax.network.dicke import dicke_operators
 from qflow_jax.network.model import (
     GRAPHS,
     NAMED_COUPLINGS,
@@ -8,6 +36,12 @@ from qflow_jax.network.model import (
     coupling_matrix,
     graph_edges,
     swap_matrix,
+)
+from qflow_jax.network.run import (
+    BLENDED_SCHEMA,
+    build_network,
+    initial_states,
+    run_blended,
 )
 from qflow_jax.network.solve import (
     METHODS,
@@ -19,3 +53,44 @@ from qflow_jax.network.solve import (
     solve_reduced,
 )
 from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
+
+__all__ = [
+    "BLENDED_SCHEMA",
+    "GRAPHS",
+    "METHODS",
+    "NAMED_COUPLINGS",
+    "BlendedNetworkVectorField",
+    "NetworkResult",
+    "NetworkVectorField",
+    "QubitNetwork",
+    "ReducedResult",
+    "ReducedVectorField",
+    "blended_lindbladian",
+    "blended_network_mesolve",
+    "blended_superoperator",
+    "blended_trajectories",
+    "blended_trajectory",
+    "bloch_vectors",
+    "build_network",
+    "collective_couplings",
+    "component_averages",
+    "coupling_matrix",
+    "detect_clusters",
+    "dicke_operators",
+    "first_order_correction",
+    "frobenius_distances",
+    "graph_edges",
+    "initial_states",
+    "k_sweep",
+    "laplacian_spectrum",
+    "network_mesolve",
+    "network_trajectories",
+    "partial_traces",
+    "product_state",
+    "quantum_laplacian",
+    "run_blended",
+    "solve_reduced",
+    "swap_matrix",
+    "symmetrize",
+    "trace_distances",
+]

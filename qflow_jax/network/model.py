@@ -57,12 +57,15 @@ def coupling_matrix(name: str, strength: float = 1.0) -> np.ndarray:
         p = _PAULI[key[0].upper()]
         mat = np.kron(p, p)
     elif key in ("xy", "exchange"):
-        mat = 0.5 * (np.kron(_PAULI["X"], _PAULI["X"]) + np.kron(_PAULI["Y"], _PAULI["Y"]))
+        mat = 0.5 * (
+            np.kron(_PAULI["X"], _PAULI["X"]) + np.kron(_PAULI["Y"], _PAULI["Y"])
+        )
     elif key == "heisenberg":
         mat = sum(np.kron(_PAULI[a], _PAULI[a]) for a in "XYZ")
     else:
         raise ValueError(
-            f"unknown coupling name {name!r}; choose one of {', '.join(NAMED_COUPLINGS)}"
+            f"unknown coupling name {name!r}; choose one of "
+            f"{', '.join(NAMED_COUPLINGS)}"
         )
     return strength * mat
 
@@ -81,7 +84,7 @@ def collective_couplings(
         6
     """
     mat = coupling_matrix(name, strength)
-    return [(j, l, mat) for j, l in itertools.combinations(range(n), 2)]
+    return [(j, q, mat) for j, q in itertools.combinations(range(n), 2)]
 
 
 def graph_edges(
@@ -121,7 +124,7 @@ def graph_edges(
             raise ValueError(f"no connected G(n={n}, p={p}) found in 1000 draws")
     else:
         raise ValueError(f"unknown graph {name!r}; choose one of {', '.join(GRAPHS)}")
-    return [(j, l, float(weight)) for j, l in pairs]
+    return [(j, q, float(weight)) for j, q in pairs]
 
 
 def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
@@ -133,8 +136,8 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
             a = parent[a]
         return a
 
-    for j, l in pairs:
-        parent[find(j)] = find(l)
+    for j, q in pairs:
+        parent[find(j)] = find(q)
     groups: dict[int, list[int]] = {}
     for j in range(n):
         groups.setdefault(find(j), []).append(j)
@@ -221,21 +224,23 @@ class QubitNetwork(eqx.Module):
         seen = set()
         for i, e in enumerate(edges):
             if len(e) not in (2, 3):
-                raise ValueError(f"`edges[{i}]` must be (j, l) or (j, l, weight), got {e}")
-            j, l = (int(e[0]), int(e[1]))
+                raise ValueError(
+                    f"`edges[{i}]` must be (j, l) or (j, l, weight), got {e}"
+                )
+            j, q = (int(e[0]), int(e[1]))
             w = float(e[2]) if len(e) == 3 else 1.0
-            if not (0 <= j < n and 0 <= l < n):
+            if not (0 <= j < n and 0 <= q < n):
                 raise ValueError(
                     f"`edges[{i}]` = {tuple(e)} names a qubit outside 0..{n - 1}"
                 )
-            if j == l:
+            if j == q:
                 raise ValueError(f"`edges[{i}]` = {tuple(e)} is a self-loop")
             if not (np.isfinite(w) and w >= 0):
                 raise ValueError(f"`edges[{i}]` has weight {w}; weights must be >= 0")
-            if frozenset((j, l)) in seen:
+            if frozenset((j, q)) in seen:
                 raise ValueError(f"`edges[{i}]` = {tuple(e)} repeats an edge")
-            seen.add(frozenset((j, l)))
-            pairs.append((j, l))
+            seen.add(frozenset((j, q)))
+            pairs.append((j, q))
             weights.append(w)
         if not (np.isfinite(k) and k >= 0):
             raise ValueError(f"`k` (swap gain) must be finite and >= 0, got {k}")
@@ -245,7 +250,10 @@ class QubitNetwork(eqx.Module):
         if len(H) != n:
             raise ValueError(f"`H` must hold n={n} Hamiltonians, got {len(H)}")
         H = np.stack(
-            [_hermitian(_matrix(h, (2, 2), f"H[{j}]"), f"H[{j}]") for j, h in enumerate(H)]
+            [
+                _hermitian(_matrix(h, (2, 2), f"H[{j}]"), f"H[{j}]")
+                for j, h in enumerate(H)
+            ]
         )
         if jump_ops is None:
             jump_ops = [[] for _ in range(n)]
@@ -268,13 +276,13 @@ class QubitNetwork(eqx.Module):
                 raise ValueError(
                     f"`{name}` must be (j, l, 4x4 matrix) or (j, l, name, strength)"
                 )
-            j, l = int(c[0]), int(c[1])
-            if not (0 <= j < n and 0 <= l < n) or j == l:
+            j, q = int(c[0]), int(c[1])
+            if not (0 <= j < n and 0 <= q < n) or j == q:
                 raise ValueError(
-                    f"`{name}` acts on qubits ({j}, {l}); they must be distinct and "
+                    f"`{name}` acts on qubits ({j}, {q}); they must be distinct and "
                     f"in 0..{n - 1}"
                 )
-            pair_terms.append((j, l, mat))
+            pair_terms.append((j, q, mat))
 
         self.n = n
         self.edges = tuple(pairs)
@@ -310,15 +318,15 @@ class QubitNetwork(eqx.Module):
     def graph_laplacian(self) -> np.ndarray:
         """Weighted graph Laplacian L_G = D - A, (n, n)."""
         lap = np.zeros((self.n, self.n))
-        for (j, l), w in zip(self.edges, self.weights, strict=True):
+        for (j, q), w in zip(self.edges, self.weights, strict=True):
             lap[j, j] += w
-            lap[l, l] += w
-            lap[j, l] -= w
-            lap[l, j] -= w
+            lap[q, q] += w
+            lap[j, q] -= w
+            lap[q, j] -= w
         return lap
 
     def algebraic_connectivity(self) -> float:
-        """lambda_2(L_G), the second-smallest Laplacian eigenvalue (0 if disconnected)."""
+        """lambda_2(L_G), the second-smallest Laplacian eigenvalue (0: disconnected)."""
         if self.n == 1:
             return 0.0
         return float(np.linalg.eigvalsh(self.graph_laplacian())[1])
@@ -358,14 +366,14 @@ class QubitNetwork(eqx.Module):
             (_embed(self.n, {j: self.H[j]}) for j in range(self.n)),
             np.zeros((2**self.n,) * 2, dtype=complex),
         )
-        for j, l, mat in self.couplings:
-            H = H + _embed_pair(self.n, j, l, mat)
+        for j, q, mat in self.couplings:
+            H = H + _embed_pair(self.n, j, q, mat)
         jumps = [
             _embed(self.n, {j: L}) for j in range(self.n) for L in self.jump_ops[j]
         ]
         jumps += [
-            math.sqrt(self.k * w) * swap_matrix(self.n, j, l)
-            for (j, l), w in zip(self.edges, self.weights, strict=True)
+            math.sqrt(self.k * w) * swap_matrix(self.n, j, q)
+            for (j, q), w in zip(self.edges, self.weights, strict=True)
             if self.k * w > 0
         ]
         return H, jumps
@@ -378,7 +386,7 @@ def _embed(n: int, ops: dict[int, np.ndarray]) -> np.ndarray:
     return out
 
 
-def _embed_pair(n: int, j: int, l: int, mat: np.ndarray) -> np.ndarray:
+def _embed_pair(n: int, j: int, q: int, mat: np.ndarray) -> np.ndarray:
     """A 4 x 4 operator on qubits (j, l), j the more significant factor."""
     terms = mat.reshape(2, 2, 2, 2)
     out = np.zeros((2**n,) * 2, dtype=complex)
@@ -388,13 +396,13 @@ def _embed_pair(n: int, j: int, l: int, mat: np.ndarray) -> np.ndarray:
             ej[a, c] = 1
             el = np.zeros((2, 2))
             el[b, d] = 1
-            out += terms[a, b, c, d] * _embed(n, {j: ej, l: el})
+            out += terms[a, b, c, d] * _embed(n, {j: ej, q: el})
     return out
 
 
-def swap_matrix(n: int, j: int, l: int) -> np.ndarray:
-    """The 2^n x 2^n permutation matrix U_jl exchanging qubits j and l."""
+def swap_matrix(n: int, j: int, q: int) -> np.ndarray:
+    """The 2^n x 2^n permutation matrix exchanging qubits j and q."""
     perm = list(range(n))
-    perm[j], perm[l] = perm[l], perm[j]
+    perm[j], perm[q] = perm[q], perm[j]
     idx = np.arange(2**n).reshape((2,) * n).transpose(perm).reshape(-1)
     return np.eye(2**n, dtype=complex)[idx]

@@ -59,7 +59,9 @@ def _solver(method: str | dfx.AbstractSolver, rtol: float, atol: float):
 def _check_tsave(tsave: Any) -> jax.Array:
     t = np.asarray(tsave, dtype=float)
     if t.ndim != 1 or t.shape[0] < 2:
-        raise ValueError(f"`tsave` must be 1-D with at least 2 times, got shape {t.shape}")
+        raise ValueError(
+            f"`tsave` must be 1-D with at least 2 times, got shape {t.shape}"
+        )
     if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
         raise ValueError("`tsave` must be finite and strictly increasing")
     return jnp.asarray(t)
@@ -75,13 +77,17 @@ def _check_tols(rtol: float, atol: float, max_steps: int) -> None:
 def _check_density(r: np.ndarray, name: str, tol: float = 1e-8) -> None:
     herm = np.abs(r - np.conj(np.swapaxes(r, -1, -2))).max()
     if herm > tol:
-        raise ValueError(f"`{name}` must be Hermitian, got max |rho - rho^dag| = {herm:.3g}")
+        raise ValueError(
+            f"`{name}` must be Hermitian, got max |rho - rho^dag| = {herm:.3g}"
+        )
     tr = np.trace(r, axis1=-2, axis2=-1)
     if np.abs(tr - 1).max() > tol:
         raise ValueError(f"`{name}` must have trace 1, got trace(s) {np.round(tr, 8)}")
     emin = np.linalg.eigvalsh(0.5 * (r + np.conj(np.swapaxes(r, -1, -2)))).min()
     if emin < -tol:
-        raise ValueError(f"`{name}` must be positive semidefinite, got eigenvalue {emin:.3g}")
+        raise ValueError(
+            f"`{name}` must be positive semidefinite, got eigenvalue {emin:.3g}"
+        )
 
 
 def product_state(states: Any) -> jax.Array:
@@ -145,7 +151,9 @@ def _stats(sol: dfx.Solution) -> dict[str, jax.Array]:
 
 
 def _diffeqsolve(terms, solver, y0, tsave, save, rtol, atol, max_steps):
-    first = dfx.SubSaveAt(ts=tsave) if save is None else dfx.SubSaveAt(ts=tsave, fn=save)
+    first = (
+        dfx.SubSaveAt(ts=tsave) if save is None else dfx.SubSaveAt(ts=tsave, fn=save)
+    )
     saveat = dfx.SaveAt(subs=[first, dfx.SubSaveAt(t1=True)])
     with warnings.catch_warnings():
         # complex states: checked against the dense engine and exact references
@@ -166,10 +174,13 @@ def _diffeqsolve(terms, solver, y0, tsave, save, rtol, atol, max_steps):
 
 
 @eqx.filter_jit
-def _solve_network(vfs, solver, rho0, tsave, exp_ops, save_states, rtol, atol, max_steps):
-    n = vfs[0].n
-    terms = dfx.ODETerm(vfs[0]) if len(vfs) == 1 else dfx.MultiTerm(
-        *(dfx.ODETerm(v) for v in vfs)
+def _solve_network(
+    vfs, n, solver, rho0, tsave, exp_ops, save_states, rtol, atol, max_steps
+):
+    terms = (
+        dfx.ODETerm(vfs[0])
+        if len(vfs) == 1
+        else dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
     )
 
     def save(t, rho, args):
@@ -237,17 +248,9 @@ def network_mesolve(
         (11, 3, 2, 2)
     """
     if not isinstance(network, QubitNetwork):
-        raise TypeError(f"`network` must be a QubitNetwork, got {type(network).__name__}")
-    _check_tols(rtol, atol, max_steps)
-    tsave = _check_tsave(tsave)
-    y0 = _network_state(rho0, network.n)
-    ex = None
-    if exp_ops is not None:
-        N = 2**network.n
-        ex = np.stack([np.asarray(o, dtype=complex) for o in exp_ops])
-        if ex.shape[1:] != (N, N):
-            raise ValueError(f"`exp_ops` must be ({N}, {N}) operators, got {ex.shape[1:]}")
-        ex = jnp.asarray(ex)
+        raise TypeError(
+            f"`network` must be a QubitNetwork, got {type(network).__name__}"
+        )
     solver, imex = _solver(method, rtol, atol)
     if imex:
         vfs = (
@@ -256,8 +259,29 @@ def network_mesolve(
         )
     else:
         vfs = (NetworkVectorField.build(network),)
+    return _run_network(
+        vfs, network.n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
+    )
+
+
+def _run_network(
+    vfs, n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
+) -> NetworkResult:
+    """Checks the inputs and integrates the vector fields `vfs` (summed)."""
+    _check_tols(rtol, atol, max_steps)
+    tsave = _check_tsave(tsave)
+    y0 = _network_state(rho0, n)
+    ex = None
+    if exp_ops is not None:
+        N = 2**n
+        ex = np.stack([np.asarray(o, dtype=complex) for o in exp_ops])
+        if ex.shape[1:] != (N, N):
+            raise ValueError(
+                f"`exp_ops` must be ({N}, {N}) operators, got {ex.shape[1:]}"
+            )
+        ex = jnp.asarray(ex)
     states, reduced, expects, final, stats, ok = _solve_network(
-        vfs, solver, y0, tsave, ex, save_states, rtol, atol, max_steps
+        vfs, n, solver, y0, tsave, ex, save_states, rtol, atol, max_steps
     )
     _raise_if_failed(ok, "network_mesolve", max_steps)
     return NetworkResult(tsave, states, reduced, expects, final, stats)
@@ -298,7 +322,9 @@ class ReducedVectorField(eqx.Module):
         n = y.shape[0]
         out = jnp.zeros_like(y)
         if self.part != "swap":
-            out = jnp.einsum("jpq,jq->jp", self.superops, y.reshape(n, 4)).reshape(y.shape)
+            out = jnp.einsum("jpq,jq->jp", self.superops, y.reshape(n, 4)).reshape(
+                y.shape
+            )
         if self.part != "local":
             flow = self.rates[:, None, None] * (y[self.dst] - y[self.src])
             out = out + jax.ops.segment_sum(flow, self.src, num_segments=n)
@@ -316,8 +342,10 @@ class ReducedResult(eqx.Module):
 
 @eqx.filter_jit
 def _solve_reduced(vfs, solver, y0, tsave, rtol, atol, max_steps):
-    terms = dfx.ODETerm(vfs[0]) if len(vfs) == 1 else dfx.MultiTerm(
-        *(dfx.ODETerm(v) for v in vfs)
+    terms = (
+        dfx.ODETerm(vfs[0])
+        if len(vfs) == 1
+        else dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
     )
     sol = _diffeqsolve(terms, solver, y0, tsave, None, rtol, atol, max_steps)
     states, _ = sol.ys
@@ -357,7 +385,9 @@ def solve_reduced(
         (2, 1000, 2, 2)
     """
     if not isinstance(network, QubitNetwork):
-        raise TypeError(f"`network` must be a QubitNetwork, got {type(network).__name__}")
+        raise TypeError(
+            f"`network` must be a QubitNetwork, got {type(network).__name__}"
+        )
     _check_tols(rtol, atol, max_steps)
     tsave = _check_tsave(tsave)
     arr = np.asarray(rho0, dtype=complex)

@@ -42,10 +42,10 @@ def _flip_cols(x: jax.Array, qubits: tuple[int, ...]) -> jax.Array:
     return x
 
 
-def _swap(x: jax.Array, j: int, l: int, n: int) -> jax.Array:
-    """U_jl x U_jl: exchanges tensor axes j and l on both sides."""
-    j, l = min(j, l), max(j, l)
-    side = (2**j, 2, 2 ** (l - j - 1), 2, 2 ** (n - l - 1))
+def _swap(x: jax.Array, j: int, q: int, n: int) -> jax.Array:
+    """U x U for the swap U of qubits j and q: exchanges their axes on both sides."""
+    j, q = min(j, q), max(j, q)
+    side = (2**j, 2, 2 ** (q - j - 1), 2, 2 ** (n - q - 1))
     perm = (0, 3, 2, 1, 4, 5, 8, 7, 6, 9)
     return x.reshape(side + side).transpose(perm).reshape(x.shape)
 
@@ -104,19 +104,21 @@ class NetworkVectorField(eqx.Module):
                 (L.conj().T @ L for L in network.jump_ops[j]), np.zeros((2, 2))
             )
             terms.append(((j,), heff))
-        terms += [((j, l), mat) for j, l, mat in network.couplings]
+        terms += [((j, q), mat) for j, q, mat in network.couplings]
 
         by_pattern: dict[tuple[int, ...], np.ndarray] = {}
         for qubits, mat in terms:
-            q = len(qubits)
+            nq = len(qubits)
             x = np.zeros(N, dtype=int)
             for b, j in enumerate(qubits):
-                x |= bits[:, j] << (q - 1 - b)
-            for f in range(2**q):
+                x |= bits[:, j] << (nq - 1 - b)
+            for f in range(2**nq):
                 coeff = mat[x, x ^ f]
                 if not np.any(coeff != 0):
                     continue
-                pattern = tuple(sorted(j for b, j in enumerate(qubits) if f >> (q - 1 - b) & 1))
+                pattern = tuple(
+                    sorted(j for b, j in enumerate(qubits) if f >> (nq - 1 - b) & 1)
+                )
                 by_pattern[pattern] = by_pattern.get(pattern, 0) + coeff
         d = by_pattern.pop((), np.zeros(N, dtype=complex))
         patterns = tuple(sorted(by_pattern, key=lambda p: (len(p), p)))
@@ -166,6 +168,6 @@ class NetworkVectorField(eqx.Module):
         for i, (pr, pc) in enumerate(self.jump_patterns):
             coeff = self.jump_row[i][:, None] * self.jump_col[i][None, :]
             out = out + coeff * _flip_cols(_flip_rows(rho, pr), pc)
-        for i, (j, l) in enumerate(self.edges):
-            out = out + self.swap_rates[i] * _swap(rho, j, l, n)
+        for i, (j, q) in enumerate(self.edges):
+            out = out + self.swap_rates[i] * _swap(rho, j, q, n)
         return out

@@ -67,3 +67,11 @@ def test_console_script_never_shows_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "config file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_blended_command_runs_the_path_config(tmp_path):
+    assert main(["blended", str(REPO / "configs" / "network_path3.yaml"),
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert abs(summary["sweep"]["slope"] + 1.0) < 0.1
+    assert (tmp_path / "error_vs_k.png").exists()

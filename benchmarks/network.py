@@ -1,0 +1,243 @@
+"""Benchmark: ring of n qubits, qflow_jax structured engine vs QuTiP and dynamiqs.
+
+Model: H_j = (j+1)/2 sigmaz + 0.3 sigmax, L_j = sqrt(0.1) sigmam, swap gain k = 5 on
+a ring, product initial state (|0> on even, |+> on odd qubits), t in [0, 5], 51
+saves, rtol 1e-6, atol 1e-8. n = 4, 6, 8 with all three solvers (second, warm
+call timed), then qflow_jax alone at n = 10 and 11 (time and peak memory, each in a
+fresh process).
+
+Floor: a right-hand side must at least read rho and write d rho/dt
+(2 x 16 x 4^n bytes); the per-term model reads rho once per term. Each is divided
+by the copy bandwidth measured here at the same array size and multiplied by the
+number of right-hand-side evaluations (Tsit5: 6 per step).
+
+Run: python benchmarks/network.py  (writes benchmarks/results/network.json)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import qflow_jax as qf
+from qflow_jax.network import (
+    NetworkVectorField,
+    QubitNetwork,
+    network_mesolve,
+    product_state,
+)
+from qflow_jax.runs import versions
+
+K, GAMMA, T_END, N_SAVE, RTOL, ATOL = 5.0, 0.1, 5.0, 51, 1e-6, 1e-8
+
+
+def ring(n: int) -> QubitNetwork:
+    return QubitNetwork(
+        n,
+        "ring",
+        k=K,
+        H=[(j + 1) / 2 * qf.sigmaz() + 0.3 * qf.sigmax() for j in range(n)],
+        jump_ops=[[math.sqrt(GAMMA) * qf.sigmam()] for _ in range(n)],
+    )
+
+
+def initial_factors(n: int) -> list[np.ndarray]:
+    plus = np.full((2, 2), 0.5, dtype=complex)
+    return [np.asarray(qf.fock_dm(2, 0)) if j % 2 == 0 else plus for j in range(n)]
+
+
+def z0(n: int) -> np.ndarray:
+    return np.kron(np.diag([1.0, -1.0]), np.eye(2 ** (n - 1))).astype(complex)
+
+
+def timed(fn, repeat: int = 1):
+    fn()
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def run_qflow(n: int, warm: bool = True):
+    net, tsave = ring(n), np.linspace(0.0, T_END, N_SAVE)
+
+    def solve():
+        res = network_mesolve(
+            net, initial_factors(n), tsave, rtol=RTOL, atol=ATOL, save_states=False
+        )
+        res.reduced.block_until_ready()
+        return res
+
+    if warm:
+        t, res = timed(solve)
+    else:
+        t0 = time.perf_counter()
+        res = solve()
+        t = time.perf_counter() - t0
+    z = np.asarray(res.reduced[:, 0, 0, 0] - res.reduced[:, 0, 1, 1]).real
+    return t, z, int(res.stats["num_steps"])
+
+
+def run_qutip(n: int):
+    import qutip
+
+    H, jumps = ring(n).dense_operators()
+    rho0 = qutip.Qobj(np.asarray(product_state(initial_factors(n))), dims=[[2] * n] * 2)
+    # sparse (CSR) operators, as QuTiP users build them with tensor()
+    Hq = qutip.Qobj(H, dims=[[2] * n] * 2).to("CSR")
+    cq = [qutip.Qobj(L, dims=[[2] * n] * 2).to("CSR") for L in jumps]
+    ez = qutip.Qobj(z0(n), dims=[[2] * n] * 2)
+    tsave = np.linspace(0.0, T_END, N_SAVE)
+
+    def solve():
+        return qutip.mesolve(
+            Hq, rho0, tsave, cq, e_ops=[ez], options={"rtol": RTOL, "atol": ATOL}
+        )
+
+    t, res = timed(solve)
+    return t, np.asarray(res.expect[0]).real
+
+
+def run_dynamiqs(n: int):
+    import dynamiqs as dq
+
+    H, jumps = ring(n).dense_operators()
+    rho0 = jnp.asarray(product_state(initial_factors(n)))
+    tsave = jnp.linspace(0.0, T_END, N_SAVE)
+    method = dq.method.Tsit5(rtol=RTOL, atol=ATOL, max_steps=1_000_000)
+    Hd = dq.asqarray(jnp.asarray(H), dims=(2,) * n)
+    Ld = [dq.asqarray(jnp.asarray(L), dims=(2,) * n) for L in jumps]
+    rho0 = dq.asqarray(rho0, dims=(2,) * n)
+    ez = dq.asqarray(jnp.asarray(z0(n)), dims=(2,) * n)
+
+    def solve():
+        res = dq.mesolve(
+            Hd,
+            Ld,
+            rho0,
+            tsave,
+            exp_ops=[ez],
+            method=method,
+            save_states=False,
+            progress_meter=False,
+        )
+        res.expects.block_until_ready()
+        return res
+
+    t, res = timed(solve)
+    return t, np.asarray(res.expects[0]).real
+
+
+def copy_bandwidth(n: int) -> float:
+    """Bytes per second of a read + write pass over a 2^n x 2^n complex128 array."""
+    x = jnp.ones((2**n, 2**n), dtype=jnp.complex128)
+    f = jax.jit(lambda x: x * 1.0000001)
+    reps = max(3, int(2e8 // x.nbytes))
+    t, _ = timed(lambda: [f(x) for _ in range(reps)][-1].block_until_ready(), 3)
+    return 2 * x.nbytes * reps / t
+
+
+def rhs_time(n: int) -> float:
+    vf = NetworkVectorField.build(ring(n))
+    rho = jnp.asarray(product_state(initial_factors(n)))
+    f = jax.jit(lambda r: vf(0.0, r, None))
+    reps = max(3, int(2e8 // (16 * 4**n)))
+    t, _ = timed(lambda: [f(rho) for _ in range(reps)][-1].block_until_ready(), 3)
+    return t / reps
+
+
+def floors(n: int, steps: int) -> dict[str, float]:
+    vf = NetworkVectorField.build(ring(n))
+    terms = 1 + 2 * len(vf.flip_patterns) + len(vf.jump_patterns) + len(vf.edges)
+    evals = 6 * steps + 1
+    bw = copy_bandwidth(n)
+    entry = 16 * 4**n
+    return {
+        "terms": terms,
+        "rhs_evals": evals,
+        "copy_GBps": bw / 1e9,
+        "rhs_s": rhs_time(n),
+        "floor_min_s": evals * 2 * entry / bw,
+        "floor_terms_s": evals * (terms + 1) * entry / bw,
+    }
+
+
+def single(n: int) -> dict[str, float]:
+    t, z, steps = run_qflow(n, warm=False)  # one call, compilation included
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "n": n,
+        "qflow_s": t,
+        "steps": steps,
+        "peak_MiB": peak,
+        "z0_final": float(z[-1]),
+    }
+
+
+def main() -> None:
+    rows = []
+    print(
+        f"{'n':>3} {'qflow s':>9} {'qutip s':>9} {'dynamiqs s':>11} {'x qutip':>8} "
+        f"{'x dq':>7} {'|dz| qt':>9} {'|dz| dq':>9} {'t/floor':>8} {'rhs/fl':>7}"
+    )
+    for n in (4, 6, 8):
+        tq, zq, steps = run_qflow(n)
+        tt, zt = run_qutip(n)
+        td, zd = run_dynamiqs(n)
+        fl = floors(n, steps)
+        row = {
+            "n": n,
+            "qflow_s": tq,
+            "qutip_s": tt,
+            "dynamiqs_s": td,
+            "steps": steps,
+            "err_vs_qutip": float(np.abs(zq - zt).max()),
+            "err_vs_dynamiqs": float(np.abs(zq - zd).max()),
+            **fl,
+        }
+        rows.append(row)
+        print(
+            f"{n:>3} {tq:9.3f} {tt:9.3f} {td:11.3f} {tt / tq:8.1f} {td / tq:7.1f} "
+            f"{row['err_vs_qutip']:9.1e} {row['err_vs_dynamiqs']:9.1e} "
+            f"{tq / fl['floor_terms_s']:8.2f} "
+            f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f}"
+        )
+    big = []
+    for n in (10, 11):
+        out = subprocess.run(
+            [sys.executable, __file__, "--single", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        big.append(row)
+        print(
+            f"n={n}: qflow_jax {row['qflow_s']:.1f} s, {row['steps']} steps, "
+            f"peak memory {row['peak_MiB']:.0f} MiB, "
+            f"<sigmaz_0>(T) = {row['z0_final']:.6f}"
+        )
+    path = Path(__file__).parent / "results" / "network.json"
+    path.write_text(
+        json.dumps({"compare": rows, "large": big, "versions": versions()}, indent=2)
+        + "\n"
+    )
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--single":
+        print(json.dumps(single(int(sys.argv[2]))))
+    else:
+        main()

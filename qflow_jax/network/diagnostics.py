@@ -1,0 +1,233 @@
+"""Diagnostics of clustering on the blended trajectory, and the k-sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from qflow_jax.network.blended import (
+    blended_superoperator,
+    blended_trajectories,
+)
+from qflow_jax.network.model import QubitNetwork, _components
+from qflow_jax.network.solve import network_mesolve, solve_reduced
+
+__all__ = [
+    "bloch_vectors",
+    "detect_clusters",
+    "first_order_correction",
+    "frobenius_distances",
+    "k_sweep",
+    "network_trajectories",
+    "trace_distances",
+]
+
+_PAULIS = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+
+
+def bloch_vectors(rhos: Any) -> np.ndarray:
+    """(..., 2, 2) -> (..., 3): (<X>, <Y>, <Z>) of each single-qubit state.
+
+    Example:
+        >>> bloch_vectors(qf.fock_dm(2, 0))  # [0, 0, 1]
+    """
+    r = np.asarray(rhos)
+    if r.shape[-2:] != (2, 2):
+        raise ValueError(f"`rhos` must have shape (..., 2, 2), got {r.shape}")
+    return np.einsum("kij,...ji->...k", _PAULIS, r).real
+
+
+def trace_distances(rhos: Any, reference: Any) -> np.ndarray:
+    """0.5 ||rho - ref||_1 elementwise over broadcast batch axes of (..., 2, 2)."""
+    diff = np.asarray(rhos) - np.asarray(reference)
+    herm = 0.5 * (diff + np.conj(np.swapaxes(diff, -1, -2)))
+    return 0.5 * np.abs(np.linalg.eigvalsh(herm)).sum(axis=-1)
+
+
+def frobenius_distances(rhos: Any, reference: Any) -> np.ndarray:
+    """||rho - ref||_F elementwise over broadcast batch axes of (..., d, d)."""
+    diff = np.asarray(rhos) - np.asarray(reference)
+    return np.sqrt((np.abs(diff) ** 2).sum(axis=(-2, -1)))
+
+
+def detect_clusters(reduced: Any, tol: float) -> list[list[int]]:
+    """Groups qubits whose reduced states stay within trace distance `tol`.
+
+    Qubits j and l are linked when max_t 0.5||rho_j(t) - rho_l(t)||_1 <= tol; the
+    clusters are the connected groups of that relation (single linkage).
+
+    Args:
+        reduced: (nt, n, 2, 2) trajectories or (n, 2, 2) states (an equilibrium).
+        tol: trace-distance tolerance.
+
+    Example:
+        >>> detect_clusters(np.stack([qf.fock_dm(2, 0)] * 2 + [qf.fock_dm(2, 1)]), 1e-6)
+        [[0, 1], [2]]
+    """
+    r = np.asarray(reduced)
+    if r.ndim == 3:
+        r = r[None]
+    if r.ndim != 4 or r.shape[-2:] != (2, 2):
+        raise ValueError(f"`reduced` must be (nt, n, 2, 2) or (n, 2, 2), got {r.shape}")
+    if not tol > 0:
+        raise ValueError(f"`tol` must be > 0, got {tol}")
+    n = r.shape[1]
+    d = trace_distances(r[:, :, None], r[:, None, :]).max(axis=0)
+    pairs = [(j, q) for j in range(n) for q in range(j + 1, n) if d[j, q] <= tol]
+    return _components(n, pairs)
+
+
+def first_order_correction(network: QubitNetwork, rho_avg: Any) -> np.ndarray:
+    r"""Predicted deviations delta_j = rho_j - rho_avg to first order in 1/k:
+
+        delta = (1/k) L_G^+ [ (L_. - B) rho_avg ]
+
+    with L_G^+ the pseudoinverse of the graph Laplacian, L_j the local generators
+    and B their average (per connected component). The remainder is O(1/k^2)
+    once the initial layer has decayed (PHYSICS.md section 2, a reconstruction).
+
+    Args:
+        network: the network (k > 0).
+        rho_avg: (nt, n, 2, 2) average reduced state of each qubit's component
+            (or (nt, 2, 2) for a connected graph).
+
+    Returns:
+        (nt, n, 2, 2) predicted deviations.
+    """
+    if network.k <= 0:
+        raise ValueError("the 1/k correction needs a swap gain k > 0")
+    avg = np.asarray(rho_avg, dtype=complex)
+    if avg.ndim == 3:
+        avg = np.broadcast_to(avg[:, None], (avg.shape[0], network.n, 2, 2))
+    S = network.local_superoperators().reshape(network.n, 4, 4)
+    src = np.zeros(avg.shape[:2] + (4,), dtype=complex)
+    for comp in network.components:
+        B = blended_superoperator(network, comp)
+        for j in comp:
+            src[:, j] = avg[:, j].reshape(-1, 4) @ (S[j] - B).T
+    lap_pinv = np.linalg.pinv(network.graph_laplacian())
+    return (np.einsum("jl,tlp->tjp", lap_pinv, src) / network.k).reshape(avg.shape)
+
+
+def component_averages(network: QubitNetwork, reduced: Any) -> np.ndarray:
+    """(nt, n, 2, 2): each qubit gets the mean reduced state of its component."""
+    r = np.asarray(reduced)
+    out = np.empty_like(r)
+    for comp in network.components:
+        out[:, comp] = r[:, comp].mean(axis=1, keepdims=True)
+    return out
+
+
+def network_trajectories(
+    network: QubitNetwork,
+    rho0: Any,
+    tsave: Any,
+    *,
+    method: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 1_000_000,
+) -> np.ndarray:
+    """(nt, n, 2, 2) reduced states: `solve_reduced` when all terms are local (exact
+    closure), else the partial traces of `network_mesolve`."""
+    if network.is_local:
+        res = solve_reduced(
+            network,
+            rho0,
+            tsave,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+        )
+        return np.asarray(res.states)
+    res = network_mesolve(
+        network,
+        rho0,
+        tsave,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        save_states=False,
+        max_steps=max_steps,
+    )
+    return np.asarray(res.reduced)
+
+
+def k_sweep(
+    network: QubitNetwork,
+    rho0: Any,
+    tsave: Any,
+    ks: Sequence[float],
+    *,
+    t_skip: float | None = None,
+    method: str = "tsit5",
+    rtol: float = 1e-9,
+    atol: float = 1e-11,
+) -> dict[str, Any]:
+    r"""Clustering error vs swap gain, with a power-law fit.
+
+    For each k: err(k) = max_j max_{t >= t_skip} 0.5||rho_j(t) - rhobar(t)||_1, with
+    rhobar the blended trajectory of qubit j's component. The fitted slope of
+    log err vs log k is -1 when B is dissipative (k err levels off). Also the
+    relative residual of the first-order correction,
+    max ||delta_j - delta_j^pred||_F / max ||delta_j||_F (O(1/k) when it holds).
+
+    Args:
+        network, rho0, tsave: the problem (the network's own k is ignored).
+        ks: gains, increasing, > 0.
+        t_skip: errors are measured for t >= t_skip (after the initial layer);
+            default 10 / (min(ks) lambda_2), at most half the horizon.
+        method, rtol, atol: solver options (see `network_trajectories`).
+
+    Returns:
+        dict with ks, max_error, k_times_error, correction_residual, slope,
+        intercept (log err = intercept + slope log k) and t_skip.
+
+    Example:
+        >>> out = k_sweep(net, rho0, np.linspace(0, 10, 201), [10, 30, 100, 300])
+        >>> out["slope"]  # about -1
+    """
+    ks = np.asarray(ks, dtype=float)
+    if ks.ndim != 1 or ks.size < 2 or np.any(ks <= 0):
+        raise ValueError(f"`ks` must hold at least 2 gains > 0, got {ks}")
+    t = np.asarray(tsave, dtype=float)
+    if t_skip is None:
+        lap = network.graph_laplacian()
+        lam = min(
+            (
+                np.linalg.eigvalsh(lap[np.ix_(c, c)])[1]
+                for c in network.components
+                if len(c) > 1
+            ),
+            default=np.inf,
+        )
+        t_skip = min(10.0 / (ks.min() * lam), 0.5 * t[-1])
+    mask = t >= t_skip
+    if not np.any(mask):
+        raise ValueError(f"`t_skip`={t_skip} leaves no save time (t_end={t[-1]})")
+    bar = blended_trajectories(network, rho0, t)
+    errors, residuals = [], []
+    for k in ks:
+        net = network.with_k(float(k))
+        red = network_trajectories(net, rho0, t, method=method, rtol=rtol, atol=atol)
+        errors.append(trace_distances(red[mask], bar[mask]).max())
+        avg = component_averages(net, red)
+        dev = (red - avg)[mask]
+        pred = first_order_correction(net, avg)[mask]
+        scale = frobenius_distances(dev, 0.0).max()
+        resid = frobenius_distances(dev, pred).max()
+        residuals.append(resid / scale if scale > 0 else 0.0)
+    errors = np.asarray(errors)
+    slope, intercept = np.polyfit(np.log(ks), np.log(errors), 1)
+    return {
+        "ks": ks,
+        "max_error": errors,
+        "k_times_error": ks * errors,
+        "correction_residual": np.asarray(residuals),
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "t_skip": float(t_skip),
+    }
