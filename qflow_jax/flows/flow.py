@@ -54,7 +54,8 @@ class NormalizingFlow(nn.Module):
         hidden: widths of each conditioner's hidden layers.
         lu_mixing: insert a learnable LU-factorized linear layer after each
             coupling layer.
-        init_mean, init_scale: the initial Gaussian N(init_mean, init_scale^2 I).
+        init_mean, init_scale: the initial Gaussian N(init_mean, init_scale^2 I);
+            init_mean a float or a tuple of dim floats (module fields must hash).
 
     Example:
         >>> flow = NormalizingFlow(dim=2)

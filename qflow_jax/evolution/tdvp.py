@@ -1,0 +1,263 @@
+"""TDVP: the flow parameters follow d theta/dt = S^+ F (time-dependent variational
+principle for a normalized density, PHYSICS.md section 4).
+
+With G_i = grad_theta log q_theta(x_i) and s_i = d log Q/dt (x_i) from the compiled
+PDE on samples x_i ~ q_theta,
+
+    S = Cov(G, G)  (the Fisher matrix),   F = Cov(G, s),   S theta_dot = F.
+
+The numerics are arguments, as in netket's TDVP driver: an S builder ("dense" from
+per-sample gradients, or "matrix_free" products through jvp/vjp), a linear solver
+`f(S, F) -> theta_dot` ("cholesky" with a diagonal shift, "pinv" with a smooth
+eigenvalue cut-off, "snr" adding a signal-to-noise cut-off, "cg" conjugate
+gradients), and a diffrax solver for theta(t) ("heun", "rk4" fixed-step; "tsit5"
+adaptive). Samples are x_i = f_theta(z_i) for base draws z_i fixed over a time
+interval, so theta_dot is a smooth function of theta and diffrax's error control
+sees a deterministic vector field. The residual
+
+    r^2 = 1 + (theta_dot^T S theta_dot - 2 F . theta_dot) / E[s^2]
+
+measures how much of the PDE's motion the flow cannot follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import diffrax as dfx
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qflow_jax.evolution._flowfns import flatten, logq_fn
+from qflow_jax.husimi import QPDE, dlogq_dt
+
+__all__ = ["LINEAR_SOLVERS", "RK4", "TDVPSettings", "tdvp_evolve", "tdvp_theta_dot"]
+
+
+class RK4(dfx.AbstractERK):
+    """The classical fourth-order Runge-Kutta method (fixed steps)."""
+
+    tableau: ClassVar[dfx.ButcherTableau] = dfx.ButcherTableau(
+        c=np.array([0.5, 0.5, 1.0]),
+        b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+        b_error=np.zeros(4),
+        a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
+    )
+    interpolation_cls: ClassVar[Callable[..., Any]] = (
+        dfx.ThirdOrderHermitePolynomialInterpolation.from_k
+    )
+
+    def order(self, terms: Any) -> int:
+        return 4
+
+
+@dataclass(frozen=True)
+class TDVPSettings:
+    """Settings of the TDVP evolution.
+
+    Attributes:
+        batch_size: samples per evaluation of theta_dot.
+        s_builder: "dense" or "matrix_free".
+        linear_solver: "cholesky", "pinv", "snr" or "cg".
+        diag_shift: added to S's diagonal ("cholesky", "cg").
+        rcond: relative eigenvalue cut-off ("pinv", "snr").
+        snr_cutoff: signal-to-noise cut-off ("snr").
+        cg_maxiter: iterations of "cg".
+        ode_solver: "heun", "rk4" (fixed step dt) or "tsit5" (adaptive, rtol/atol).
+        dt, rtol, atol: step and tolerances of the ODE solver.
+    """
+
+    batch_size: int = 2048
+    s_builder: str = "dense"
+    linear_solver: str = "pinv"
+    diag_shift: float = 1e-6
+    rcond: float = 1e-10
+    snr_cutoff: float = 2.0
+    cg_maxiter: int = 200
+    ode_solver: str = "rk4"
+    dt: float = 0.01
+    rtol: float = 1e-4
+    atol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("s_builder", ("dense", "matrix_free")),
+            ("linear_solver", tuple(LINEAR_SOLVERS)),
+            ("ode_solver", ("heun", "rk4", "tsit5")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"`{name}` must be one of {', '.join(allowed)}, got "
+                    f"{getattr(self, name)!r}"
+                )
+        if self.linear_solver in ("pinv", "snr") and self.s_builder == "matrix_free":
+            raise ValueError(
+                f"`linear_solver='{self.linear_solver}'` needs the dense S; use "
+                "'cg' with `s_builder='matrix_free'`"
+            )
+
+
+class _Fisher(eqx.Module):
+    """S = Gc^T Gc / B as a dense matrix or through products with centred scores."""
+
+    dense: jax.Array | None
+    matvec: Callable[[jax.Array], jax.Array] | None
+
+    def __call__(self, v: jax.Array) -> jax.Array:
+        return self.dense @ v if self.dense is not None else self.matvec(v)
+
+
+def _solve_cholesky(S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any) -> jax.Array:
+    A = S.dense + st.diag_shift * jnp.eye(F.shape[0], dtype=F.dtype)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(A), F)
+
+
+def _eig_filter(lam: jax.Array, st: TDVPSettings) -> jax.Array:
+    cut = st.rcond * jnp.max(lam)
+    return 1.0 / (1.0 + (cut / jnp.maximum(lam, 1e-300)) ** 6)
+
+
+def _solve_pinv(S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any) -> jax.Array:
+    lam, V = jnp.linalg.eigh(S.dense)
+    Fp = V.T @ F
+    return V @ (_eig_filter(lam, st) * Fp / jnp.maximum(lam, 1e-300))
+
+
+def _solve_snr(S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any) -> jax.Array:
+    Gc, sc = extra
+    lam, V = jnp.linalg.eigh(S.dense)
+    contrib = (Gc @ V) * sc[:, None]  # per-sample contributions to V^T F
+    Fp = contrib.mean(0)
+    snr = jnp.sqrt(contrib.shape[0]) * jnp.abs(Fp) / (contrib.std(0) + 1e-300)
+    keep = _eig_filter(lam, st) / (1.0 + (st.snr_cutoff / (snr + 1e-300)) ** 6)
+    return V @ (keep * Fp / jnp.maximum(lam, 1e-300))
+
+
+def _solve_cg(S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any) -> jax.Array:
+    x, _ = jax.scipy.sparse.linalg.cg(
+        lambda v: S(v) + st.diag_shift * v, F, maxiter=st.cg_maxiter
+    )
+    return x
+
+
+LINEAR_SOLVERS: dict[str, Callable[..., jax.Array]] = {
+    "cholesky": _solve_cholesky,
+    "pinv": _solve_pinv,
+    "snr": _solve_snr,
+    "cg": _solve_cg,
+}
+
+
+def tdvp_theta_dot(
+    flow: nn.Module, pde: QPDE, theta: jax.Array, unravel: Callable[[jax.Array], Any],
+    z: jax.Array, settings: TDVPSettings,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """theta_dot = S^+ F on the samples x = f_theta(z); also the TDVP residual."""
+    params = unravel(theta)
+    x = jax.lax.stop_gradient(
+        flow.apply(params, z, method=type(flow).forward_and_log_det)[0]
+    )
+    s = dlogq_dt(pde, logq_fn(flow, params), x)
+    sc = s - s.mean()
+    B = x.shape[0]
+
+    def logq_theta(th: jax.Array, xi: jax.Array) -> jax.Array:
+        return flow.apply(unravel(th), xi)
+
+    if settings.s_builder == "dense":
+        G = jax.vmap(jax.grad(logq_theta), in_axes=(None, 0))(theta, x)
+        Gc = G - G.mean(0)
+        S = _Fisher(Gc.T @ Gc / B, None)
+        F = Gc.T @ sc / B
+        extra = (Gc, sc)
+    else:
+        def scores_dot(v):  # (G v)_i, centred
+            gv = jax.vmap(lambda xi: jax.jvp(lambda th: logq_theta(th, xi), (theta,),
+                                             (v,))[1])(x)
+            return gv - gv.mean()
+
+        _, vjp = jax.vjp(lambda th: jax.vmap(lambda xi: logq_theta(th, xi))(x), theta)
+
+        def scores_t_dot(u):  # Gc^T u (u centred)
+            return vjp(u - u.mean())[0]
+
+        S = _Fisher(None, lambda v: scores_t_dot(scores_dot(v)) / B)
+        F = scores_t_dot(sc) / B
+        extra = None
+    theta_dot = LINEAR_SOLVERS[settings.linear_solver](S, F, settings, extra)
+    es2 = jnp.mean(sc**2)
+    residual = 1.0 + (theta_dot @ S(theta_dot) - 2.0 * F @ theta_dot) / es2
+    return theta_dot, {"residual": residual, "mean_s": s.mean(), "es2": es2}
+
+
+def _ode_solver(settings: TDVPSettings) -> tuple[dfx.AbstractSolver, Any, Any]:
+    if settings.ode_solver == "tsit5":
+        ctrl = dfx.PIDController(rtol=settings.rtol, atol=settings.atol)
+        return dfx.Tsit5(), ctrl, settings.dt
+    solver = dfx.Heun() if settings.ode_solver == "heun" else RK4()
+    return solver, dfx.ConstantStepSize(), settings.dt
+
+
+@eqx.filter_jit
+def _evolve_interval(flow, pde, theta, unravel, z, t0, t1, settings):
+    def vf(t, th, args):
+        return tdvp_theta_dot(flow, pde, th, unravel, z, settings)[0]
+
+    solver, ctrl, dt0 = _ode_solver(settings)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(vf), solver, t0, t1, dt0, theta, stepsize_controller=ctrl,
+        max_steps=100_000, throw=False,
+    )
+    theta1 = sol.ys[-1]
+    _, diag = tdvp_theta_dot(flow, pde, theta1, unravel, z, settings)
+    ok = (sol.result == dfx.RESULTS.successful) & jnp.all(jnp.isfinite(theta1))
+    return theta1, diag, sol.stats["num_steps"], ok
+
+
+def tdvp_evolve(
+    flow: nn.Module, pde: QPDE, params: Any, tsave: Any, key: jax.Array,
+    settings: TDVPSettings, callback: Callable[[int, Any, dict], None] | None = None,
+) -> tuple[list[Any], list[dict[str, float]]]:
+    """Evolves the flow parameters through tsave by TDVP.
+
+    Each interval [t_i, t_{i+1}] draws fresh base samples and is one diffrax solve;
+    a non-finite result is rolled back and retried with half the step (twice at
+    most), and reported in the interval's info.
+
+    Returns:
+        Parameters at every save time, and per-interval info (residual at the end
+        of the interval, ODE steps, retries).
+    """
+    theta, unravel = flatten(params)
+    tsave = np.asarray(tsave, float)
+    out, infos = [unravel(theta)], []
+    for i in range(len(tsave) - 1):
+        key, sub = jax.random.split(key)
+        z = jax.random.normal(sub, (settings.batch_size, flow.dim))
+        st, retries = settings, 0
+        while True:
+            new, diag, steps, ok = _evolve_interval(
+                flow, pde, theta, unravel, z, tsave[i], tsave[i + 1], st
+            )
+            if bool(ok) or retries == 2:
+                break
+            retries += 1
+            st = TDVPSettings(**{**st.__dict__, "dt": st.dt / 2})
+        if not bool(ok):
+            raise FloatingPointError(
+                f"TDVP failed on [{tsave[i]}, {tsave[i + 1]}] after {retries} retries "
+                "with halved steps (non-finite parameters or step limit)"
+            )
+        theta = new
+        info = {"t": float(tsave[i + 1]), "residual": float(diag["residual"]),
+                "ode_steps": int(steps), "retries": retries}
+        infos.append(info)
+        out.append(unravel(theta))
+        if callback is not None:
+            callback(i + 1, out[-1], info)
+    return out, infos

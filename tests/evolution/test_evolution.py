@@ -1,0 +1,125 @@
+"""Euler-KL and TDVP on the damped oscillator, whose Q stays an exact Gaussian."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qflow_jax.evolution import (
+    EulerKLSettings,
+    TDVPSettings,
+    euler_kl_step,
+    sample_observables,
+    tdvp_evolve,
+    tdvp_theta_dot,
+)
+from qflow_jax.evolution._flowfns import flatten, sample_and_log_prob
+from qflow_jax.flows import NormalizingFlow
+from qflow_jax.husimi import a, adag, compile_qpde
+
+W, G, A0 = 1.0, 1.0, 2.0
+
+
+def damped():
+    pde = compile_qpde(W * adag(0) @ a(0), [np.sqrt(G) * a(0)])
+    # Q(0) of |A0> is N((A0, 0), I/2): a new flow starts exactly there
+    flow = NormalizingFlow(dim=2, n_layers=2, hidden=(8,), init_mean=(A0, 0.0),
+                           init_scale=float(np.sqrt(0.5)))
+    return pde, flow, flow.init(jax.random.key(0), jnp.zeros((1, 2)))
+
+
+def exact_alpha(t):
+    return A0 * np.exp(-(1j * W + G / 2) * t)
+
+
+def sample_mean(flow, params, n=200_000):
+    x, _ = sample_and_log_prob(flow, params, jax.random.key(123), n)
+    return sample_observables(x)
+
+
+@pytest.mark.parametrize("solver", ["pinv", "cholesky"])
+def test_tdvp_follows_the_exact_damped_solution(solver):
+    pde, flow, params = damped()
+    st = TDVPSettings(batch_size=512, linear_solver=solver, ode_solver="rk4", dt=0.05)
+    tsave = np.array([0.0, 0.5, 1.0])
+    out, infos = tdvp_evolve(flow, pde, params, tsave, jax.random.key(1), st)
+    for t, p in zip(tsave, out):
+        obs = sample_mean(flow, p)
+        # 200k samples: standard error of <a> ~ 0.0016, of <n> ~ 0.004
+        np.testing.assert_allclose(obs["a"][0], exact_alpha(t), atol=0.01)
+        np.testing.assert_allclose(obs["n"][0], A0**2 * np.exp(-G * t), atol=0.03)
+        # coherent states: Var(X) = Var(P) = 1/4 for X = (a + a^dag)/2
+        np.testing.assert_allclose([obs["var_x"][0], obs["var_p"][0]], 0.25, atol=0.01)
+    # the Gaussian family holds the exact solution: the TDVP residual vanishes
+    assert max(i["residual"] for i in infos) < 1e-6
+    assert all(i["retries"] == 0 for i in infos)
+
+
+def test_theta_dot_is_the_same_for_every_builder_and_solver():
+    pde, flow, params = damped()
+    # move away from the symmetric start so that every parameter matters
+    params = jax.tree_util.tree_map(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(2), p.shape), params
+    )
+    theta, unravel = flatten(params)
+    z = jax.random.normal(jax.random.key(3), (1024, 2))
+    x = flow.apply(params, z, method=NormalizingFlow.forward_and_log_det)[0]
+    G = jax.vmap(jax.grad(lambda th, xi: flow.apply(unravel(th), xi)), (None, 0))(theta, x)
+    Gc = G - G.mean(0)
+
+    def motion(td):  # d log q / dt at the samples: what the solvers must agree on
+        return Gc @ td
+
+    ref, ref_diag = tdvp_theta_dot(flow, pde, theta, unravel, z,
+                                   TDVPSettings(linear_solver="pinv", rcond=1e-12))
+    # CG stops at a relative residual of 1e-5 on an ill-conditioned S: 1e-2
+    for kw, tol in ((dict(linear_solver="cholesky", diag_shift=1e-10), 1e-3),
+                    (dict(linear_solver="cg", s_builder="matrix_free",
+                          diag_shift=1e-10, cg_maxiter=2000), 1e-2)):
+        td, diag = tdvp_theta_dot(flow, pde, theta, unravel, z, TDVPSettings(**kw))
+        # S is ill-conditioned, so theta_dot itself differs along near-null
+        # directions; the motion of log q and the residual do not.
+        err = jnp.linalg.norm(motion(td) - motion(ref)) / jnp.linalg.norm(motion(ref))
+        assert err < tol, (kw, err)
+        np.testing.assert_allclose(diag["residual"], ref_diag["residual"], atol=1e-4)
+
+
+def test_euler_kl_step_reaches_the_euler_target():
+    pde, flow, params = damped()
+    dt = 0.05
+    st = EulerKLSettings(dt=dt, batch_size=1024, learning_rate=3e-3,
+                         max_inner_steps=300, loss_tol=1e-7)
+    new, info = euler_kl_step(flow, pde, params, jax.random.key(4), st)
+    assert info["finite"] and info["min_weight"] > 0
+    # Euler moves the mean by exactly dt * d<a>/dt = -(iW + G/2) A0 dt
+    target = A0 * (1 - (1j * W + G / 2) * dt)
+    np.testing.assert_allclose(sample_mean(flow, new)["a"][0], target, atol=0.02)
+    assert info["loss"] < 5e-3
+
+
+def test_observables_of_exact_coherent_samples():
+    alpha = 1.5 - 0.5j
+    x = jax.random.normal(jax.random.key(5), (400_000, 2)) * np.sqrt(0.5)
+    x = x + jnp.array([alpha.real, alpha.imag])
+    obs = sample_observables(x)
+    np.testing.assert_allclose(obs["a"][0], alpha, atol=4 * obs["a_err"][0])
+    np.testing.assert_allclose(obs["n"][0], abs(alpha) ** 2, atol=4 * obs["n_err"][0])
+    np.testing.assert_allclose(obs["var_x"][0], 0.25, atol=0.005)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(linear_solver="lu"), "`linear_solver` must be one of"),
+        (dict(ode_solver="euler"), "`ode_solver` must be one of"),
+        (dict(s_builder="matrix_free", linear_solver="pinv"), "needs the dense S"),
+    ],
+)
+def test_bad_tdvp_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TDVPSettings(**kw)
+
+
+def test_bad_euler_schedule():
+    with pytest.raises(ValueError, match="`schedule`"):
+        EulerKLSettings(schedule="linear").optimizer()
