@@ -19,6 +19,7 @@ __all__ = ["BosonOp", "a", "adag"]
 
 Key = tuple[tuple[int, int, int], ...]
 
+
 def _scalar(x: Any, name: str) -> complex:
     if isinstance(x, numbers.Number) or (hasattr(x, "shape") and x.shape == ()):
         try:
@@ -142,7 +143,7 @@ class BosonOp:
         return out
 
     def dag(self) -> BosonOp:
-        """Hermitian conjugate (a^dag^m a^n)^dag = a^dag^n a^m, coefficients conjugated."""
+        """Hermitian conjugate: (c a^dag^m a^n)^dag = c* a^dag^n a^m."""
         return BosonOp(
             {
                 tuple((j, n, m) for j, m, n in key): np.conj(c)

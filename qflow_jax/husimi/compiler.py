@@ -87,7 +87,9 @@ def _realify(a: int, b: int, c: int, d: int) -> dict:
     poly = _binomial_expand(a, 1j, b, -1j)
     deriv = _binomial_expand(c, -1j, d, 1j)
     scale = 0.5 ** (c + d)
-    return {(e, dd): pc * dc * scale for e, pc in poly.items() for dd, dc in deriv.items()}
+    return {
+        (e, dd): pc * dc * scale for e, pc in poly.items() for dd, dc in deriv.items()
+    }
 
 
 def _add_superop(
@@ -139,11 +141,13 @@ def compile_qpde(
         d rho/dt = -i[H, rho] + sum_k (L_k rho L_k^dag - 1/2 {L_k^dag L_k, rho})
 
     becomes, through the correspondence rules a rho <-> (alpha + d_alpha*) Q,
-    a^dag rho <-> alpha* Q, rho a <-> alpha Q, rho a^dag <-> (alpha* + d_alpha) Q, the PDE
+    a^dag rho <-> alpha* Q, rho a <-> alpha Q, rho a^dag <-> (alpha* + d_alpha) Q,
+    the PDE
 
-        dQ/dt = sum_m c_m(x) d^m Q,   x = (x_0, p_0, x_1, p_1, ...), alpha_j = x_j + i p_j,
+        dQ/dt = sum_m c_m(x) d^m Q,   x = (x_0, p_0, x_1, p_1, ...),
 
-    with real polynomial coefficients c_m and derivatives d^m of any order.
+    alpha_j = x_j + i p_j, with real polynomial coefficients c_m and derivatives d^m
+    of any order.
 
     Args:
         H: Hermitian Hamiltonian, a `BosonOp`.
@@ -229,7 +233,9 @@ def _deriv_text(deriv: tuple[int, ...], latex: bool) -> str:
         if m:
             name = _coord_name(i, latex)
             if latex:
-                parts.append(r"\partial_{" + name + "}" + (f"^{{{m}}}" if m > 1 else ""))
+                parts.append(
+                    r"\partial_{" + name + "}" + (f"^{{{m}}}" if m > 1 else "")
+                )
             else:
                 parts.append(f"d_{name}" + (f"^{m}" if m > 1 else ""))
     return " ".join(parts)
@@ -262,11 +268,11 @@ class QPDE(eqx.Module):
         return max((sum(d) for d, _ in self.terms), default=0)
 
     def as_dict(self) -> dict[tuple[int, ...], dict[tuple[int, ...], float]]:
-        """{derivative counts: {monomial exponents: coeff}}, e.g. for term-wise tests."""
+        """{derivative counts: {monomial exponents: coeff}}."""
         return {d: dict(poly) for d, poly in self.terms}
 
     def diffusion_matrix(self, x: jax.Array) -> jax.Array:
-        """Symmetric D(x), (..., 2N, 2N), with second-order part sum_ij D_ij d_i d_j Q."""
+        """Symmetric D(x), (..., 2N, 2N): second-order part sum D_ij d_i d_j Q."""
         x = jnp.asarray(x, dtype=float)
         D = jnp.zeros((*x.shape[:-1], self.dim, self.dim))
         for deriv, poly in self.terms:
@@ -335,7 +341,7 @@ class QPDE(eqx.Module):
         num_probes: int = 1,
         key: jax.Array | None = None,
     ) -> jax.Array:
-        """(L Q)/Q from derivatives of log Q; see `qflow_jax.husimi.kernels.dlogq_dt`."""
+        """(L Q)/Q from log Q; see `qflow_jax.husimi.kernels.dlogq_dt`."""
         return kernels.dlogq_dt(
             self,
             logq_fn,
@@ -344,4 +350,3 @@ class QPDE(eqx.Module):
             num_probes=num_probes,
             key=key,
         )
-

@@ -43,10 +43,11 @@ _RHS_COPIES = {"fd": 3, "spectral": 4}
 
 
 def _per_axis(value: Any, dim: int, name: str, kind: type) -> tuple:
-    vals = tuple(np.broadcast_to(np.asarray(value), (dim,)).tolist())
-    if len(np.shape(value)) > 1 or (np.ndim(value) == 1 and len(value) != dim):
-        raise ValueError(f"`{name}` must be a scalar or a length-{dim} sequence")
-    return tuple(kind(v) for v in vals)
+    if np.ndim(value) > 1 or (np.ndim(value) == 1 and len(value) != dim):
+        raise ValueError(
+            f"`{name}` must be a scalar or a length-{dim} sequence, got {value!r}"
+        )
+    return tuple(kind(v) for v in np.broadcast_to(np.asarray(value), (dim,)).tolist())
 
 
 class Grid(eqx.Module):
@@ -97,7 +98,9 @@ class Grid(eqx.Module):
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(2 * w / g for w, g in zip(self.half_width, self.points, strict=True))
+        return tuple(
+            2 * w / g for w, g in zip(self.half_width, self.points, strict=True)
+        )
 
     @property
     def cell_volume(self) -> float:
@@ -128,7 +131,9 @@ class Grid(eqx.Module):
         def slab(x0):
             if mesh is None:
                 return fn(x0[None])
-            pts = jnp.concatenate([jnp.broadcast_to(x0, mesh.shape[:-1] + (1,)), mesh], -1)
+            pts = jnp.concatenate(
+                [jnp.broadcast_to(x0, mesh.shape[:-1] + (1,)), mesh], -1
+            )
             return fn(pts)
 
         return jax.lax.map(slab, first)
@@ -266,7 +271,9 @@ def _solve_grid(
     max_memory: int | None,
 ) -> GridSolution:
     if not isinstance(pde, QPDE):
-        raise TypeError(f"`pde` must be a QPDE from compile_qpde, got {type(pde).__name__}")
+        raise TypeError(
+            f"`pde` must be a QPDE from compile_qpde, got {type(pde).__name__}"
+        )
     if not isinstance(grid, Grid):
         raise TypeError(f"`grid` must be a Grid, got {type(grid).__name__}")
     if grid.dim != pde.dim:
@@ -276,7 +283,8 @@ def _solve_grid(
     tsave = jnp.asarray(tsave, dtype=float)
     if tsave.ndim != 1 or tsave.shape[0] < 2 or not bool(jnp.all(jnp.diff(tsave) > 0)):
         raise ValueError(
-            f"`tsave` must be a strictly increasing 1-D array of >= 2 times, got {tsave}"
+            "`tsave` must be a strictly increasing 1-D array of >= 2 times, got "
+            f"{tsave}"
         )
     limit = int(0.5 * _available_memory()) if max_memory is None else int(max_memory)
     need = estimate_grid_memory(grid, method, tsave.shape[0])
@@ -324,6 +332,14 @@ def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need) -> GridSolutio
         max_steps=max_steps,
     )
     Q, integral = sol.ys
+    bound = 10 * jnp.maximum(jnp.max(jnp.abs(y0)), jnp.pi ** (-vf.grid.dim / 2))
+    Q = eqx.error_if(
+        Q,
+        ~jnp.all(jnp.isfinite(Q)) | (jnp.max(jnp.abs(Q)) > bound),
+        "the grid solution blew up (|Q| > 10 max(|Q0|, pi^-N)): a PDE that is not "
+        "Fokker-Planck (QPDE.is_fokker_planck() is False: indefinite diffusion or "
+        "order > 2) is ill-posed on fine grids; use a coarser grid or a Fock solve",
+    )
     return GridSolution(
         tsave, Q, integral, vf.grid, need, vf.method, sol.stats["num_steps"]
     )
@@ -374,10 +390,19 @@ def solve_fd(
     max_memory: int | None = None,
 ) -> GridSolution:
     return _solve_grid(
-        pde, Q0, grid, tsave, "fd", solver=solver, rtol=rtol, atol=atol, dt0=dt0,
-        stepsize_controller=stepsize_controller, max_steps=max_steps,
+        pde,
+        Q0,
+        grid,
+        tsave,
+        "fd",
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        stepsize_controller=stepsize_controller,
+        max_steps=max_steps,
         max_memory=max_memory,
-    )  # fmt: skip
+    )
 
 
 def solve_spectral(
@@ -395,10 +420,19 @@ def solve_spectral(
     max_memory: int | None = None,
 ) -> GridSolution:
     return _solve_grid(
-        pde, Q0, grid, tsave, "spectral", solver=solver, rtol=rtol, atol=atol,
-        dt0=dt0, stepsize_controller=stepsize_controller, max_steps=max_steps,
+        pde,
+        Q0,
+        grid,
+        tsave,
+        "spectral",
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        stepsize_controller=stepsize_controller,
+        max_steps=max_steps,
         max_memory=max_memory,
-    )  # fmt: skip
+    )
 
 
 solve_fd.__doc__ = _SOLVE_DOC.format(

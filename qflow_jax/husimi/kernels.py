@@ -43,7 +43,7 @@ def _set_partitions(items: tuple[int, ...]) -> list[list[tuple[int, ...]]]:
 
 
 def _indices(deriv: tuple[int, ...]) -> tuple[int, ...]:
-    """Derivative counts per coordinate -> sorted coordinate indices, (0, 2) -> (1, 1)."""
+    """Derivative counts per coordinate -> sorted indices: (0, 2) -> (1, 1)."""
     return tuple(i for i, m in enumerate(deriv) for _ in range(m))
 
 
@@ -217,7 +217,8 @@ def dlogq_dt(
     2N Hessian-vector products.
 
     With `trace_estimator="hutchinson"` (second-order PDEs only) every needed Hessian
-    entry d_ij f is replaced by the unbiased estimate mean_s (v_i (H v)_j + v_j (H v)_i)/2
+    entry d_ij f is replaced by the unbiased estimate
+    mean_s (v_i (H v)_j + v_j (H v)_i) / 2
     over `num_probes` Rademacher vectors v per point, at a cost of `num_probes`
     Hessian-vector products per point whatever the dimension.
 
@@ -254,9 +255,13 @@ def dlogq_dt(
                 f"has order {pde.max_order}"
             )
         if isinstance(num_probes, bool) or not isinstance(num_probes, int):
-            raise ValueError(f"`num_probes` must be a positive integer, got {num_probes!r}")
+            raise ValueError(
+                f"`num_probes` must be a positive integer, got {num_probes!r}"
+            )
         if num_probes < 1:
-            raise ValueError(f"`num_probes` must be a positive integer, got {num_probes}")
+            raise ValueError(
+                f"`num_probes` must be a positive integer, got {num_probes}"
+            )
         if key is None:
             raise ValueError("`key` (a jax PRNG key) is required for 'hutchinson'")
         keys = jax.random.split(key, flat.shape[0])
@@ -265,7 +270,9 @@ def dlogq_dt(
 
 
 def _combine(pde: QPDE, plan: _LogPlan, y, grad, higher) -> jax.Array:
-    dvec = jnp.concatenate([grad, higher, jnp.ones((1,), y.dtype), jnp.zeros((1,), y.dtype)])
+    dvec = jnp.concatenate(
+        [grad, higher, jnp.ones((1,), y.dtype), jnp.zeros((1,), y.dtype)]
+    )
     bell = jnp.sum(jnp.prod(dvec[plan.bell], axis=-1), axis=-1)
     return jnp.dot(_coefficients(pde.terms, pde.dim)(y), bell)
 

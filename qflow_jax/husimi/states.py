@@ -30,7 +30,7 @@ __all__ = [
 
 
 def real_to_alpha(x: jax.Array) -> jax.Array:
-    """(..., 2N) real points (x_0, p_0, ...) -> (..., N) complex alpha_j = x_j + i p_j."""
+    """(..., 2N) real points (x_0, p_0, ...) -> (..., N) alpha_j = x_j + i p_j."""
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] % 2:
         raise ValueError(f"`x` must have an even last axis (..., 2N), got {x.shape}")
@@ -130,7 +130,9 @@ def q_from_rho(rho: Any, dims: Sequence[int] | None = None) -> eqx.Partial:
 def _modes(alpha: Any, name: str) -> jax.Array:
     alpha = jnp.atleast_1d(jnp.asarray(alpha, dtype=jnp.complex128))
     if alpha.ndim != 1:
-        raise ValueError(f"`{name}` must be a scalar or an (N,) vector, got {alpha.shape}")
+        raise ValueError(
+            f"`{name}` must be a scalar or an (N,) vector, got {alpha.shape}"
+        )
     return alpha
 
 
@@ -154,13 +156,16 @@ def coherent_q(alpha0: Any) -> eqx.Partial:
 def _fock_q(n: jax.Array, x: jax.Array) -> jax.Array:
     r2 = jnp.abs(real_to_alpha(x)) ** 2
     safe = jnp.where(r2 > 0, r2, 1.0)
-    log_q = -r2 + n * jnp.log(safe) - jax.scipy.special.gammaln(n + 1.0) - jnp.log(jnp.pi)
+    log_q = (
+        -r2 + n * jnp.log(safe) - jax.scipy.special.gammaln(n + 1.0) - jnp.log(jnp.pi)
+    )
     q = jnp.where((r2 > 0) | (n == 0), jnp.exp(log_q), 0.0)
     return jnp.prod(q, axis=-1)
 
 
 def fock_q(n: Any) -> eqx.Partial:
-    """Fock product state |n_0, n_1, ...>: Q = prod_j exp(-|alpha_j|^2) |alpha_j|^(2 n_j)
+    """Fock product state |n_0, n_1, ...>:
+    Q = prod_j exp(-|alpha_j|^2) |alpha_j|^(2 n_j)
     / (pi n_j!)."""
     n = jnp.atleast_1d(jnp.asarray(n))
     if n.ndim != 1 or not jnp.issubdtype(n.dtype, jnp.integer) or bool(jnp.any(n < 0)):
@@ -185,7 +190,11 @@ def _cat_q(alpha0: jax.Array, sign: float, x: jax.Array) -> jax.Array:
     alpha = real_to_alpha(x)
 
     def overlap(beta):  # <alpha|beta> of multimode coherent states
-        e = -0.5 * jnp.abs(alpha) ** 2 - 0.5 * jnp.abs(beta) ** 2 + jnp.conj(alpha) * beta
+        e = (
+            -0.5 * jnp.abs(alpha) ** 2
+            - 0.5 * jnp.abs(beta) ** 2
+            + jnp.conj(alpha) * beta
+        )
         return jnp.exp(jnp.sum(e, axis=-1))
 
     norm2 = 2.0 * (1.0 + sign * jnp.exp(-2.0 * jnp.sum(jnp.abs(alpha0) ** 2)))

@@ -1,0 +1,139 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg as sla
+
+import qflow_jax  # noqa: F401  (enables float64)
+from qflow_jax import coherent_dm, destroy, mesolve
+from qflow_jax.husimi import (
+    Grid,
+    a,
+    adag,
+    coherent_q,
+    compile_qpde,
+    estimate_grid_memory,
+    q_from_rho,
+    solve_fd,
+    solve_spectral,
+)
+
+W, G_DAMP, ALPHA0, T = 1.0, 0.5, 1.0 + 0.5j, 1.0
+DAMPED = compile_qpde(W * adag(0) @ a(0), [np.sqrt(G_DAMP) * a(0)])
+
+
+def _damped_errors(solve, points, half_width=6.0):
+    exact = coherent_q(ALPHA0 * np.exp(-(1j * W + G_DAMP / 2) * T))
+    errs, integrals = [], []
+    for G in points:
+        grid = Grid(2, G, half_width)
+        sol = solve(
+            DAMPED,
+            coherent_q(ALPHA0),
+            grid,
+            jnp.array([0.0, 0.5, T]),
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        errs.append(float(jnp.max(jnp.abs(sol.Q[-1] - grid.evaluate(exact)))))
+        integrals.append(np.asarray(sol.integral))
+    return np.asarray(errs), integrals
+
+
+def test_fd_converges_at_second_order_and_conserves_integral():
+    points = [32, 48, 64]
+    errs, integrals = _damped_errors(solve_fd, points)
+    h = 12.0 / np.asarray(points)
+    slope = np.polyfit(np.log(h), np.log(errs), 1)[0]
+    assert 1.85 < slope < 2.15, (slope, errs)
+    # Central differences conserve sum(Q) exactly for linear coefficients (summation
+    # by parts); what is left is the time-integration error.
+    for integral in integrals:
+        np.testing.assert_allclose(integral, 1.0, atol=1e-8)
+
+
+def test_spectral_converges_exponentially_and_conserves_integral():
+    points = [16, 24, 32]
+    errs, integrals = _damped_errors(solve_spectral, points)
+    # Aliasing error of a variance-1/2 Gaussian ~ exp(-k_N^2 / 4), k_N = pi / h.
+    kn2 = (np.pi * np.asarray(points) / 12.0) ** 2
+    slope = np.polyfit(kn2, np.log(errs), 1)[0]
+    assert -0.3 < slope < -0.2, (slope, errs)
+    assert errs[-1] < 1e-7
+    # Not conservative term by term on the grid: the integral is exact up to the
+    # pointwise error times the box area.
+    np.testing.assert_allclose(integrals[-1], 1.0, atol=errs[-1] * 12.0**2)
+
+
+@pytest.mark.slow
+def test_four_dimensional_hopping_against_exact_coherent_product():
+    M = np.array([[1.0, 0.5], [0.5, 0.2]])
+    gam = np.array([0.4, 0.8])
+    H = sum(M[i, j] * adag(i) @ a(j) for i in range(2) for j in range(2))
+    pde = compile_qpde(H, [np.sqrt(g) * a(j) for j, g in enumerate(gam)])
+    alpha0 = np.array([0.8 + 0.3j, -0.5j])
+    exact = coherent_q(sla.expm(-(1j * M + np.diag(gam) / 2) * T) @ alpha0)
+    qmax = 1 / np.pi**2
+    # spectral, h = 10/24: aliasing exp(-k_N^2/4) ~ 7e-7 relative (x a small constant)
+    grid = Grid(4, 24, 5.0)
+    sp = solve_spectral(pde, coherent_q(alpha0), grid, jnp.array([0.0, T]), rtol=1e-9)
+    err = float(jnp.max(jnp.abs(sp.Q[-1] - grid.evaluate(exact))))
+    assert err < 1e-5 * qmax
+    np.testing.assert_allclose(sp.integral, 1.0, atol=err * 10.0**4)
+    assert sp.memory_bytes == estimate_grid_memory(grid, "spectral", 2)
+    # fd, h = 0.5: the 2-D study has 9% of max Q at h = 0.375, so ~16% at h = 0.5;
+    # the integral is conserved exactly for linear coefficients, up to the flux
+    # through the box edge at 4.5 (the grid excludes +L), where Q ~ 1e-7
+    grid = Grid(4, 20, 5.0)
+    fd = solve_fd(pde, coherent_q(alpha0), grid, jnp.array([0.0, T]), rtol=1e-9)
+    assert float(jnp.max(jnp.abs(fd.Q[-1] - grid.evaluate(exact)))) < 0.3 * qmax
+    np.testing.assert_allclose(fd.integral, 1.0, atol=2e-5)
+
+
+def test_spectral_matches_fock_space_kerr_solve():
+    # Kerr + damping. The Kerr diffusion is indefinite (backward-parabolic where
+    # U |alpha|^2 > g), so only a coarse grid whose top wavenumbers the damping
+    # still controls over t = 1 is stable: spectral, G = 24.
+    U, g, a0, N = 0.1, 1.0, 1.0, 30
+    pde = compile_qpde(U / 2 * adag(0) ** 2 @ a(0) ** 2, [np.sqrt(g) * a(0)])
+    A = destroy(N)
+    Ad = A.conj().T
+    res = mesolve(
+        U / 2 * Ad @ Ad @ A @ A,
+        [np.sqrt(g) * A],
+        coherent_dm(N, a0),
+        jnp.array([0.0, T]),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    grid = Grid(2, 24, 4.5)
+    ref = grid.evaluate(q_from_rho(res.final_state))
+    sol = solve_spectral(pde, coherent_q(a0), grid, jnp.array([0.0, T]), rtol=1e-8)
+    assert float(jnp.max(jnp.abs(sol.Q[-1] - ref))) < 1e-3
+    # the Kerr term matters at this tolerance: pure damping differs by > 1e-2
+    damped = grid.evaluate(coherent_q(a0 * np.exp(-g * T / 2)))
+    assert float(jnp.max(jnp.abs(damped - ref))) > 1e-2
+
+
+def test_fd_refuses_to_return_a_blown_up_kerr_solution():
+    pde = compile_qpde(0.5 * adag(0) ** 2 @ a(0) ** 2, [np.sqrt(0.2) * a(0)])
+    with pytest.raises(Exception, match="blew up"):
+        solve_fd(
+            pde, coherent_q(1.0), Grid(2, 64, 5.0), jnp.array([0.0, T]), max_steps=4000
+        )
+
+
+def test_grid_too_large_is_refused_before_allocation():
+    pde = compile_qpde(sum(adag(j) @ a(j) for j in range(3)), [a(j) for j in range(3)])
+    grid = Grid(6, 64, 5.0)
+    with pytest.raises(MemoryError, match=r"64x64x64x64x64x64.*`max_memory`"):
+        solve_fd(pde, coherent_q([0.0, 0.0, 0.0]), grid, jnp.array([0.0, 1.0]))
+    with pytest.raises(MemoryError, match="`max_memory`"):
+        solve_spectral(
+            pde,
+            coherent_q([0.0] * 3),
+            Grid(6, 8, 5.0),
+            jnp.array([0.0, 1.0]),
+            max_memory=1e6,
+        )
+    with pytest.raises(ValueError, match="`grid` has dimension 2"):
+        solve_fd(pde, coherent_q(0.0), Grid(2, 8, 5.0), jnp.array([0.0, 1.0]))
