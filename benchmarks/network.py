@@ -7,9 +7,14 @@ call timed), then qflow_jax alone at n = 10 and 11 (time and peak memory, each i
 fresh process).
 
 Floor: a right-hand side must at least read rho and write d rho/dt
-(2 x 16 x 4^n bytes); the per-term model reads rho once per term. Each is divided
-by the copy bandwidth measured here at the same array size and multiplied by the
-number of right-hand-side evaluations (Tsit5: 6 per step).
+(2 x 16 x 4^n bytes); the per-term model reads rho once per term and writes the
+result once ((terms + 1) x 16 x 4^n bytes). Each is divided by the copy bandwidth
+measured here at the same array size and multiplied by the number of right-hand-side
+evaluations (Tsit5: 6 per step). Copy and right-hand side are timed inside one jitted
+loop, so that per-call dispatch (tens of microseconds, as long as a whole pass at
+n = 8) does not count as memory traffic. `floor_vs_10x` compares the per-term floor
+with a tenth of the QuTiP time: above 1, no kernel of this term count and step count
+can be 10x faster than QuTiP.
 
 Run: python benchmarks/network.py  (writes benchmarks/results/network.json)
 """
@@ -69,7 +74,7 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
-def run_qflow(n: int, warm: bool = True):
+def run_qflow(n: int, warm: bool = True, repeat: int = 3):
     net, tsave = ring(n), np.linspace(0.0, T_END, N_SAVE)
 
     def solve():
@@ -80,7 +85,7 @@ def run_qflow(n: int, warm: bool = True):
         return res
 
     if warm:
-        t, res = timed(solve)
+        t, res = timed(solve, repeat)
     else:
         t0 = time.perf_counter()
         res = solve()
@@ -89,7 +94,7 @@ def run_qflow(n: int, warm: bool = True):
     return t, z, int(res.stats["num_steps"])
 
 
-def run_qutip(n: int):
+def run_qutip(n: int, repeat: int = 3):
     import qutip
 
     H, jumps = ring(n).dense_operators()
@@ -105,7 +110,7 @@ def run_qutip(n: int):
             Hq, rho0, tsave, cq, e_ops=[ez], options={"rtol": RTOL, "atol": ATOL}
         )
 
-    t, res = timed(solve)
+    t, res = timed(solve, repeat)
     return t, np.asarray(res.expect[0]).real
 
 
@@ -135,26 +140,29 @@ def run_dynamiqs(n: int):
         res.expects.block_until_ready()
         return res
 
-    t, res = timed(solve)
+    t, res = timed(solve)  # one warm call: over a minute at n = 8
     return t, np.asarray(res.expects[0]).real
+
+
+def pass_time(step, x: jax.Array) -> float:
+    """Seconds per application of `step` to x, iterated in one jitted loop."""
+    reps = max(3, int(2e8 // x.nbytes))
+    f = jax.jit(lambda x: jax.lax.fori_loop(0, reps, lambda i, y: step(y), x))
+    t, _ = timed(lambda: f(x).block_until_ready(), 5)
+    return t / reps
 
 
 def copy_bandwidth(n: int) -> float:
     """Bytes per second of a read + write pass over a 2^n x 2^n complex128 array."""
     x = jnp.ones((2**n, 2**n), dtype=jnp.complex128)
-    f = jax.jit(lambda x: x * 1.0000001)
-    reps = max(3, int(2e8 // x.nbytes))
-    t, _ = timed(lambda: [f(x) for _ in range(reps)][-1].block_until_ready(), 3)
-    return 2 * x.nbytes * reps / t
+    return 2 * x.nbytes / pass_time(lambda y: y * 0.9999999, x)
 
 
 def rhs_time(n: int) -> float:
+    """Seconds per right-hand side (an Euler update, fused into the same pass)."""
     vf = NetworkVectorField.build(ring(n))
     rho = jnp.asarray(product_state(initial_factors(n)))
-    f = jax.jit(lambda r: vf(0.0, r, None))
-    reps = max(3, int(2e8 // (16 * 4**n)))
-    t, _ = timed(lambda: [f(rho) for _ in range(reps)][-1].block_until_ready(), 3)
-    return t / reps
+    return pass_time(lambda r: r + 1e-3 * vf(0.0, r, None), rho)
 
 
 def floors(n: int, steps: int) -> dict[str, float]:
@@ -176,12 +184,14 @@ def floors(n: int, steps: int) -> dict[str, float]:
 def single(n: int) -> dict[str, float]:
     t, z, steps = run_qflow(n, warm=False)  # one call, compilation included
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fl = floors(n, steps)
     return {
         "n": n,
         "qflow_s": t,
         "steps": steps,
         "peak_MiB": peak,
         "z0_final": float(z[-1]),
+        **fl,
     }
 
 
@@ -189,7 +199,8 @@ def main() -> None:
     rows = []
     print(
         f"{'n':>3} {'qflow s':>9} {'qutip s':>9} {'dynamiqs s':>11} {'x qutip':>8} "
-        f"{'x dq':>7} {'|dz| qt':>9} {'|dz| dq':>9} {'t/floor':>8} {'rhs/fl':>7}"
+        f"{'x dq':>7} {'|dz| qt':>9} {'|dz| dq':>9} {'t/floor':>8} {'rhs/fl':>7} "
+        f"{'fl/10x':>7}"
     )
     for n in (4, 6, 8):
         tq, zq, steps = run_qflow(n)
@@ -205,13 +216,15 @@ def main() -> None:
             "err_vs_qutip": float(np.abs(zq - zt).max()),
             "err_vs_dynamiqs": float(np.abs(zq - zd).max()),
             **fl,
+            "floor_vs_10x": fl["floor_terms_s"] / (tt / 10),
         }
         rows.append(row)
         print(
             f"{n:>3} {tq:9.3f} {tt:9.3f} {td:11.3f} {tt / tq:8.1f} {td / tq:7.1f} "
             f"{row['err_vs_qutip']:9.1e} {row['err_vs_dynamiqs']:9.1e} "
             f"{tq / fl['floor_terms_s']:8.2f} "
-            f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f}"
+            f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f} "
+            f"{row['floor_vs_10x']:7.2f}"
         )
     big = []
     for n in (10, 11):
@@ -226,7 +239,9 @@ def main() -> None:
         print(
             f"n={n}: qflow_jax {row['qflow_s']:.1f} s, {row['steps']} steps, "
             f"peak memory {row['peak_MiB']:.0f} MiB, "
-            f"<sigmaz_0>(T) = {row['z0_final']:.6f}"
+            f"<sigmaz_0>(T) = {row['z0_final']:.6f}, t/floor "
+            f"{row['qflow_s'] / row['floor_terms_s']:.2f}, rhs/floor "
+            f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
         )
     path = Path(__file__).parent / "results" / "network.json"
     path.write_text(

@@ -7,7 +7,7 @@
    dimensions, up to the first grid refused for memory.
 
 Prints a table and the fitted growth exponents (log time vs log dimension), and
-writes qpde_kernels.json next to this file.
+writes benchmarks/results/qpde_kernels.json.
 
     python benchmarks/qpde_kernels.py [--quick]
 """
@@ -173,7 +173,7 @@ def main() -> None:
         done = [r for r in grows if r["method"] == method and "ms_per_step" in r]
         e = exponent([r["n_points"] for r in done], [r["ms_per_step"] for r in done])
         print(f"{method}: time per step ~ n_points^{e:.2f}")
-    out = pathlib.Path(__file__).with_suffix(".json")
+    out = pathlib.Path(__file__).parent / "results" / "qpde_kernels.json"
     out.write_text(
         json.dumps(
             {

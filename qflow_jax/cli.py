@@ -1,6 +1,6 @@
 """The `qflow` command line.
 
-    qflow run [CONFIG] [--out DIR]      the main job (built-in default problem)
+    qflow run [CONFIG] [--out DIR] [--resume]   Q-Flow (built-in default problem)
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
 
@@ -21,10 +21,10 @@ from qflow_jax.runs import to_jsonable
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from qflow_jax.lindblad.run import DEFAULT_LINDBLAD_CONFIG, run_lindblad
+    from qflow_jax.evolution.run import DEFAULT_QFLOW_CONFIG, run_qflow
 
-    config = load_yaml(args.config) if args.config else DEFAULT_LINDBLAD_CONFIG
-    return run_lindblad(config, args.out)
+    config = load_yaml(args.config) if args.config else DEFAULT_QFLOW_CONFIG
+    return run_qflow(config, args.out, resume=args.resume)
 
 
 def _cmd_lindblad(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,13 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run",
-        help="the main job; without CONFIG, the built-in damped-cavity problem",
-        description="Run the main job. Without CONFIG: a damped coherent cavity "
-        "(N=30, omega=1, gamma=0.5, alpha0=2) solved to t=10 and checked against "
-        "its exact solution.",
+        help="Q-Flow: a normalizing flow evolved through the Husimi PDE",
+        description="Run Q-Flow. Without CONFIG: a damped single-mode oscillator "
+        "(omega = gamma = 1) from the coherent state |2>, evolved by TDVP to "
+        "t = 2/gamma and checked against its exact solution.",
     )
-    run.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    run.add_argument("config", nargs="?", help="YAML config, e.g. configs/damped_1mode.yaml")
     run.add_argument("--out", help="output folder (default runs/NAME)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the output folder's checkpoint.npz")
     run.set_defaults(func=_cmd_run)
     lind = sub.add_parser(
         "lindblad", help="solve a Lindblad problem from a YAML config",

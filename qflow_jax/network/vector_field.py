@@ -4,9 +4,9 @@ Every operator term is split by the bit-flip pattern it applies: a term
 A[x, x ^ f] rho[r ^ f, c] multiplies rho, with the bits f of its row index flipped,
 by a coefficient that depends on the row index only. Terms of equal pattern share one
 coefficient vector of length 2^n, the diagonal of all Hamiltonians collapses into one
-outer sum, and a swap is a transposition of tensor axes. So the right-hand side is a
-single elementwise expression of O(terms) permuted reads of rho: O(terms x 4^n) work,
-one pass of output, no 2^n x 2^n operator.
+outer sum, and a swap permutes the row and the column indices. So the right-hand side
+is a single elementwise expression of O(terms) permuted reads of rho: O(terms x 4^n)
+work, one pass of output, no 2^n x 2^n operator.
 """
 
 from __future__ import annotations
@@ -35,19 +35,16 @@ def _flip_rows(x: jax.Array, qubits: tuple[int, ...]) -> jax.Array:
     return x
 
 
-def _flip_cols(x: jax.Array, qubits: tuple[int, ...]) -> jax.Array:
-    N = x.shape[0]
-    for j in qubits:
-        x = jnp.flip(x.reshape(N * 2**j, 2, -1), axis=1).reshape(N, N)
-    return x
+def _flip_index(n: int, qubits: tuple[int, ...]) -> np.ndarray:
+    """r ^ f for every index r: the bits of `qubits` flipped."""
+    return np.arange(2**n) ^ sum(1 << (n - 1 - j) for j in qubits)
 
 
-def _swap(x: jax.Array, j: int, q: int, n: int) -> jax.Array:
-    """U x U for the swap U of qubits j and q: exchanges their axes on both sides."""
-    j, q = min(j, q), max(j, q)
-    side = (2**j, 2, 2 ** (q - j - 1), 2, 2 ** (n - q - 1))
-    perm = (0, 3, 2, 1, 4, 5, 8, 7, 6, 9)
-    return x.reshape(side + side).transpose(perm).reshape(x.shape)
+def _swap_index(n: int, j: int, q: int) -> np.ndarray:
+    """The index permutation of the swap of qubits j and q."""
+    bits = _bits(n)
+    differ = bits[:, j] ^ bits[:, q]
+    return np.arange(2**n) ^ differ * ((1 << (n - 1 - j)) | (1 << (n - 1 - q)))
 
 
 def partial_traces(rho: jax.Array, n: int) -> jax.Array:
@@ -157,6 +154,9 @@ class NetworkVectorField(eqx.Module):
         )
 
     def __call__(self, t: jax.Array, rho: jax.Array, args: object) -> jax.Array:
+        # Column permutations are gathers with a constant index vector: a reshaped
+        # flip or transpose of the minor axis inside the fused sum keeps XLA:CPU from
+        # vectorising the whole loop (1.6x slower at n = 8). Row flips stay reshapes.
         n = self.n
         d = -1j * self.diag
         const = -jnp.sum(self.swap_rates)
@@ -164,10 +164,12 @@ class NetworkVectorField(eqx.Module):
         for i, p in enumerate(self.flip_patterns):
             c = self.flip_coeffs[i]
             out = out + c[:, None] * _flip_rows(rho, p)
-            out = out + jnp.conj(c)[None, :] * _flip_cols(rho, p)
+            out = out + jnp.conj(c)[None, :] * rho[:, _flip_index(n, p)]
         for i, (pr, pc) in enumerate(self.jump_patterns):
             coeff = self.jump_row[i][:, None] * self.jump_col[i][None, :]
-            out = out + coeff * _flip_cols(_flip_rows(rho, pr), pc)
+            term = _flip_rows(rho, pr)
+            out = out + coeff * (term[:, _flip_index(n, pc)] if pc else term)
         for i, (j, q) in enumerate(self.edges):
-            out = out + self.swap_rates[i] * _swap(rho, j, q, n)
+            perm = _swap_index(n, j, q)
+            out = out + self.swap_rates[i] * rho[perm][:, perm]
         return out

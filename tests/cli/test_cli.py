@@ -1,8 +1,10 @@
 """The `qflow` command line: the default run, Lindblad configs, bad input."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,27 @@ from qflow_jax.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_default_run_writes_checked_results(tmp_path, capsys):
+def test_default_run_is_qflow_on_the_damped_oscillator(tmp_path):
     assert main(["run", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["config"]["model"]["kind"] == "damped_cavity"
+    assert summary["config"]["name"] == "damped_1mode"
+    assert summary["config"]["method"] == "tdvp"
+    m = summary["metrics"]
+    # the Gaussian family holds the exact state: KL ~ 0; <n> from 400k samples has a
+    # standard error of ~0.3% at the smallest <n> (0.54)
+    assert m["final_kl_exact_flow"] < 1e-3
+    assert m["max_rel_error_n"] < 0.02
+    assert abs(m["normalization"] - 1.0) < 5 * m["normalization_stderr"] + 1e-3
+    arrays = np.load(tmp_path / "observables.npz")
+    assert arrays["t"].shape == (11,)
+    for png in ("observables.png", "q_snapshot.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lindblad_default_config_writes_checked_results(tmp_path):
+    assert main(["lindblad", str(REPO / "configs" / "damped_cavity.yaml"),
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
     # rtol = 1e-8 over ~900 entries: observables to ~1e-7 of the exact solution
     assert max(summary["metrics"]["max_abs_error"].values()) < 1e-6
     assert summary["metrics"]["max_trace_error"] < 1e-6
@@ -26,6 +45,30 @@ def test_default_run_writes_checked_results(tmp_path, capsys):
     assert arrays["expect_n"][0] == pytest.approx(4.0, abs=1e-10)
     for png in ("expectations.png", "errors.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text((REPO / "configs" / "damped_1mode.yaml").read_text()
+                   + "eval_samples: 20000\n")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(["run", str(cfg), "--out", str(straight)]) == 0
+    cmd = [sys.executable, "-m", "qflow_jax.cli", "run", str(cfg), "--out", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoint.npz"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and int(np.load(ckpt)["interval"]) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interval = int(np.load(ckpt)["interval"])
+    assert 3 <= interval < 10, "the run must be killed part-way"
+    assert main(["run", str(cfg), "--out", str(killed), "--resume"]) == 0
+    a = np.load(straight / "observables.npz")
+    b = np.load(killed / "observables.npz")
+    np.testing.assert_allclose(b["n"], a["n"], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["qubit_decay", "damped_cavity"])
