@@ -2,6 +2,7 @@
 
 from qflow_jax.evolution.euler_kl import EulerKLSettings, euler_kl_evolve, euler_kl_step
 from qflow_jax.evolution.observables import normalization, sample_observables
+from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
 from qflow_jax.evolution.tdvp import (
     LINEAR_SOLVERS,
     RK4,
@@ -14,10 +15,12 @@ __all__ = [
     "LINEAR_SOLVERS",
     "RK4",
     "EulerKLSettings",
+    "PretrainSettings",
     "TDVPSettings",
     "euler_kl_evolve",
     "euler_kl_step",
     "normalization",
+    "pretrain",
     "sample_observables",
     "tdvp_evolve",
     "tdvp_theta_dot",

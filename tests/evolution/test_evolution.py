@@ -123,3 +123,26 @@ def test_bad_tdvp_settings(kw, match):
 def test_bad_euler_schedule():
     with pytest.raises(ValueError, match="`schedule`"):
         EulerKLSettings(schedule="linear").optimizer()
+
+
+def test_pretrain_reaches_a_thermal_q_by_maximum_likelihood():
+    from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
+
+    nth = 1.5  # thermal Q: N(0, (1 + nth)/2 I)
+    var = (1 + nth) / 2
+    flow = NormalizingFlow(dim=2, n_layers=2, hidden=(8,), init_scale=0.7)
+    params = flow.init(jax.random.key(0), jnp.zeros((1, 2)))
+
+    def logq0(y):
+        return -jnp.sum(y**2) / (2 * var) - jnp.log(2 * jnp.pi * var)
+
+    def sampler(key, n):
+        return jnp.sqrt(var) * jax.random.normal(key, (n, 2))
+
+    st = PretrainSettings(max_steps=2000, batch_size=512, learning_rate=1e-2,
+                          kl_tol=2e-3, check_every=100, check_samples=50_000)
+    new, info = pretrain(flow, params, jax.random.key(1), logq0, sampler, st)
+    assert info["kl"] < 2e-3 and info["steps"] > 0
+    obs = sample_mean(flow, new)
+    # Q = N(0, var): <n> = E|alpha|^2 - 1 = 2 var - 1 = nth
+    np.testing.assert_allclose(obs["n"][0], nth, atol=0.05)
