@@ -16,9 +16,9 @@ import argparse
 
 import jax
 import numpy as np
+from _common import print_table, time_warm, write_json
 
 import qflow_jax as qf
-from _common import print_table, time_warm, write_json
 
 N, T_END, N_SAVE, RTOL, ATOL = 50, 10.0, 101, 1e-6, 1e-8
 
@@ -38,7 +38,14 @@ def run_qflow(method: str) -> tuple[float, float, np.ndarray, dict]:
 
     def solve():
         res = qf.mesolve(
-            H, [a], rho0, t, exp_ops=[nop], method=method, rtol=RTOL, atol=ATOL,
+            H,
+            [a],
+            rho0,
+            t,
+            exp_ops=[nop],
+            method=method,
+            rtol=RTOL,
+            atol=ATOL,
             save_states=False,
         )
         return jax.block_until_ready(res)
@@ -58,7 +65,9 @@ def run_qutip() -> tuple[float, float, np.ndarray]:
     opts = {"rtol": RTOL, "atol": ATOL, "nsteps": 10**6}
 
     def solve():
-        return qt.mesolve(H, qt.fock_dm(N, 0), t, [a], e_ops=[a.dag() * a], options=opts)
+        return qt.mesolve(
+            H, qt.fock_dm(N, 0), t, [a], e_ops=[a.dag() * a], options=opts
+        )
 
     first, warm, res = time_warm(solve)
     return first, warm, np.asarray(res.expect[0])
@@ -76,8 +85,14 @@ def run_dynamiqs() -> tuple[float, float, np.ndarray]:
 
     def solve():
         res = dq.mesolve(
-            H, [a], dq.fock_dm(N, 0), t, exp_ops=[ad @ a], method=method,
-            progress_meter=False, save_states=False,
+            H,
+            [a],
+            dq.fock_dm(N, 0),
+            t,
+            exp_ops=[ad @ a],
+            method=method,
+            progress_meter=False,
+            save_states=False,
         )
         return jax.block_until_ready(res.expects)
 
@@ -107,21 +122,35 @@ def main() -> None:
         n = n_qf if key == "qflow_jax" else peers[key]["n"]
         r["speedup_of_qflow"] = (r["warm_s"] / warm) if key != "qflow_jax" else 1.0
         r["max|dn| vs qutip"] = None if ref is None else float(np.abs(n - ref).max())
-    print(f"Kerr oscillator, N={N}, t in [0, {T_END}], {N_SAVE} saves, "
-          f"rtol={RTOL}, atol={ATOL}; backend {jax.default_backend()}")
+    print(
+        f"Kerr oscillator, N={N}, t in [0, {T_END}], {N_SAVE} saves, "
+        f"rtol={RTOL}, atol={ATOL}; backend {jax.default_backend()}"
+    )
     print(f"qflow_jax steps: {stats}")
-    print_table(rows, ["solver", "first_s", "warm_s", "speedup_of_qflow",
-                       "max|dn| vs qutip"])
+    print_table(
+        rows, ["solver", "first_s", "warm_s", "speedup_of_qflow", "max|dn| vs qutip"]
+    )
     fastest_peer = min((p["warm_s"] for p in peers.values()), default=None)
     if fastest_peer is not None:
         print(f"qflow_jax is {fastest_peer / warm:.2f}x faster than the faster peer")
-    path = write_json("lindblad_bosonic", {
-        "problem": {"N": N, "t_end": T_END, "n_save": N_SAVE, "rtol": RTOL, "atol": ATOL},
-        "qflow_method": args.method,
-        "qflow_stats": stats,
-        "rows": rows,
-        "speedup_vs_fastest_peer": None if fastest_peer is None else fastest_peer / warm,
-    })
+    path = write_json(
+        "lindblad_bosonic",
+        {
+            "problem": {
+                "N": N,
+                "t_end": T_END,
+                "n_save": N_SAVE,
+                "rtol": RTOL,
+                "atol": ATOL,
+            },
+            "qflow_method": args.method,
+            "qflow_stats": stats,
+            "rows": rows,
+            "speedup_vs_fastest_peer": None
+            if fastest_peer is None
+            else fastest_peer / warm,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -56,13 +56,19 @@ def _parser() -> argparse.ArgumentParser:
         "(omega = gamma = 1) from the coherent state |2>, evolved by TDVP to "
         "t = 2/gamma and checked against its exact solution.",
     )
-    run.add_argument("config", nargs="?", help="YAML config, e.g. configs/damped_1mode.yaml")
+    run.add_argument(
+        "config", nargs="?", help="YAML config, e.g. configs/damped_1mode.yaml"
+    )
     run.add_argument("--out", help="output folder (default runs/NAME)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from the output folder's checkpoint.npz")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the output folder's checkpoint.npz",
+    )
     run.set_defaults(func=_cmd_run)
     lind = sub.add_parser(
-        "lindblad", help="solve a Lindblad problem from a YAML config",
+        "lindblad",
+        help="solve a Lindblad problem from a YAML config",
         description="Solve a named Lindblad model from a YAML config and write "
         "summary.json, arrays.npz and PNG plots.",
     )
@@ -70,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     lind.add_argument("--out", help="output folder (default runs/NAME)")
     lind.set_defaults(func=_cmd_lindblad)
     blended = sub.add_parser(
-        "blended", help="a qubit network, its blended dynamics and a k-sweep",
+        "blended",
+        help="a qubit network, its blended dynamics and a k-sweep",
         description="Integrate a qubit network with swap coupling, compare every "
         "qubit with the blended trajectory, sweep the gain k and write "
         "summary.json plus plots.",
@@ -94,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qflow {args.command}: failed: {err}", file=sys.stderr)
         return 1
     shown = ("folder", "metrics", "timings_s", "sweep", "clusters", "notes")
-    print(json.dumps(to_jsonable({k: summary[k] for k in shown if k in summary}),
-                     indent=2))
+    print(
+        json.dumps(
+            to_jsonable({k: summary[k] for k in shown if k in summary}), indent=2
+        )
+    )
     return 0
 
 

@@ -122,7 +122,7 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML mapping from `path`, with a `ConfigError` for missing or bad files."""
+    """Reads a YAML mapping from `path`; a `ConfigError` for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

@@ -179,7 +179,7 @@ def coherent_dm(
 
 
 def thermal_dm(N: int, n: float, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
-    """Thermal state with mean occupation `n`, truncated to N levels and renormalized."""
+    """Thermal state of mean occupation `n`, truncated to N levels, renormalized."""
     N = _check_dim(N)
     if n < 0:
         raise ValueError(f"`n` (mean occupation) must be >= 0, got {n}")
@@ -240,7 +240,7 @@ def _psd_sqrt(A: jax.Array) -> jax.Array:
 
 
 def fidelity(A: Any, B: Any) -> jax.Array:
-    """Uhlmann fidelity in QuTiP's convention: Tr sqrt(sqrt(A) B sqrt(A)) (not squared)."""
+    """Uhlmann fidelity as in QuTiP: Tr sqrt(sqrt(A) B sqrt(A)), not squared."""
     A, B = _as_dm(A, "A"), _as_dm(B, "B")
     sA = _psd_sqrt(A)
     w = jnp.linalg.eigvalsh(sA @ B @ sA)

@@ -35,7 +35,38 @@ def _bosonic(data: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {"lindblad_bosonic": _bosonic}
+def _network(data: dict) -> list[str]:
+    v = data["versions"]
+    lines = [
+        "Ring of n qubits with swap coupling k = 5 (`python benchmarks/network.py`; "
+        f"{v['platform']}, backend {v['jax_backend']}):",
+        "",
+        "| n | qflow_jax (s) | QuTiP (s) | dynamiqs (s) | QuTiP / qflow | "
+        "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | RHS time / floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["compare"]:
+        lines.append(
+            f"| {r['n']} | {r['qflow_s']:.3g} | {r['qutip_s']:.3g} | "
+            f"{r['dynamiqs_s']:.3g} | {r['qutip_s'] / r['qflow_s']:.1f} | "
+            f"{r['dynamiqs_s'] / r['qflow_s']:.1f} | {r['err_vs_qutip']:.1e} | "
+            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} |"
+        )
+    for r in data["large"]:
+        lines.append(
+            f"| {r['n']} | {r['qflow_s']:.3g} | - | - | - | - | - | "
+            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Peak memory: "
+        + ", ".join(f"n = {r['n']}: {r['peak_MiB']:.0f} MiB" for r in data["large"])
+        + "."
+    )
+    return lines
+
+
+RENDERERS = {"lindblad_bosonic": _bosonic, "network": _network}
 
 
 def main() -> None:

@@ -101,7 +101,11 @@ def _window(flow, pde, optimizer, params_old, params_new, opt_state, keys, dt, b
 
 
 def euler_kl_step(
-    flow: nn.Module, pde: QPDE, params: Any, key: jax.Array, settings: EulerKLSettings,
+    flow: nn.Module,
+    pde: QPDE,
+    params: Any,
+    key: jax.Array,
+    settings: EulerKLSettings,
     dt: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fits q_theta' to q_theta (1 + dt s): one Euler-KL step of length dt.
@@ -128,17 +132,29 @@ def euler_kl_step(
         wmin = min(wmin, float(jnp.min(wmins)))
         if not np.isfinite(loss):
             break
-        if steps >= settings.min_inner_steps and abs(previous - loss) < settings.loss_tol:
+        if (
+            steps >= settings.min_inner_steps
+            and abs(previous - loss) < settings.loss_tol
+        ):
             break
         previous = loss
     finite = bool(np.isfinite(loss)) and bool(is_finite_tree(new))
-    return new, {"loss": loss, "inner_steps": steps, "min_weight": wmin,
-                 "finite": finite}
+    return new, {
+        "loss": loss,
+        "inner_steps": steps,
+        "min_weight": wmin,
+        "finite": finite,
+    }
 
 
 def euler_kl_evolve(
-    flow: nn.Module, pde: QPDE, params: Any, tsave: Any, key: jax.Array,
-    settings: EulerKLSettings, callback: Callable[[int, Any, dict], None] | None = None,
+    flow: nn.Module,
+    pde: QPDE,
+    params: Any,
+    tsave: Any,
+    key: jax.Array,
+    settings: EulerKLSettings,
+    callback: Callable[[int, Any, dict], None] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Evolves the flow through tsave by Euler-KL steps of at most `settings.dt`.
 
@@ -155,12 +171,17 @@ def euler_kl_evolve(
     for i in range(len(tsave) - 1):
         span = tsave[i + 1] - tsave[i]
         n_steps = max(1, int(np.ceil(span / settings.dt - 1e-9)))
-        info = {"t": float(tsave[i + 1]), "steps": n_steps, "retries": 0,
-                "inner_steps": 0}
+        info = {
+            "t": float(tsave[i + 1]),
+            "steps": n_steps,
+            "retries": 0,
+            "inner_steps": 0,
+        }
         for _ in range(n_steps):
             key, sub = jax.random.split(key)
-            params, step_info = _robust_step(flow, pde, params, sub, settings,
-                                             span / n_steps, info, depth=0)
+            params, step_info = _robust_step(
+                flow, pde, params, sub, settings, span / n_steps, info, depth=0
+            )
             info["loss"] = step_info["loss"]
         infos.append(info)
         out.append(params)

@@ -37,8 +37,12 @@ def sample_observables(x: jax.Array) -> dict[str, jax.Array]:
 
 
 def normalization(
-    logq: Callable[[jax.Array], jax.Array], key: jax.Array, dim: int,
-    center: jax.Array, width: float, n: int = 100_000,
+    logq: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    dim: int,
+    center: jax.Array,
+    width: float,
+    n: int = 100_000,
 ) -> tuple[jax.Array, jax.Array]:
     """Importance-sampling estimate of the integral of q, with its standard error.
 

@@ -52,10 +52,13 @@ def _train(flow, params, opt_state, keys, optimizer, sampler, logq0, n):
     def body(carry, key):
         p, st = carry
         if sampler is not None:
-            loss, g = jax.value_and_grad(lambda q: _mle_loss(flow, q, sampler(key, n)))(p)
+            loss, g = jax.value_and_grad(lambda q: _mle_loss(flow, q, sampler(key, n)))(
+                p
+            )
         else:
             loss, g = jax.value_and_grad(
-                lambda q: _reverse_kl_loss(flow, q, key, n, logq0))(p)
+                lambda q: _reverse_kl_loss(flow, q, key, n, logq0)
+            )(p)
         updates, st = optimizer.update(g, st, p)
         return (optax.apply_updates(p, updates), st), loss
 
@@ -63,8 +66,14 @@ def _train(flow, params, opt_state, keys, optimizer, sampler, logq0, n):
     return params, opt_state, losses
 
 
-def measured_kl(flow: nn.Module, params: Any, key: jax.Array, logq0: LogDensity,
-                sampler: Sampler | None, n: int) -> float:
+def measured_kl(
+    flow: nn.Module,
+    params: Any,
+    key: jax.Array,
+    logq0: LogDensity,
+    sampler: Sampler | None,
+    n: int,
+) -> float:
     """KL(Q0 || q) from exact samples if a sampler exists, else KL(q || Q0)."""
     if sampler is not None:
         x = sampler(key, n)
@@ -74,8 +83,12 @@ def measured_kl(flow: nn.Module, params: Any, key: jax.Array, logq0: LogDensity,
 
 
 def pretrain(
-    flow: nn.Module, params: Any, key: jax.Array, logq0: LogDensity,
-    sampler: Sampler | None, settings: PretrainSettings,
+    flow: nn.Module,
+    params: Any,
+    key: jax.Array,
+    logq0: LogDensity,
+    sampler: Sampler | None,
+    settings: PretrainSettings,
 ) -> tuple[Any, dict[str, Any]]:
     """Fits the flow to Q(0); returns the parameters and {"kl", "steps"}.
 
@@ -92,8 +105,16 @@ def pretrain(
     while kl > settings.kl_tol and steps < settings.max_steps:
         key, sub, check = jax.random.split(key, 3)
         keys = jax.random.split(sub, settings.check_every)
-        params, opt_state, _ = _train(flow, params, opt_state, keys, optimizer,
-                                      sampler, logq0, settings.batch_size)
+        params, opt_state, _ = _train(
+            flow,
+            params,
+            opt_state,
+            keys,
+            optimizer,
+            sampler,
+            logq0,
+            settings.batch_size,
+        )
         steps += settings.check_every
         kl = measured_kl(flow, params, check, logq0, sampler, settings.check_samples)
     return params, {"kl": kl, "steps": steps}

@@ -32,11 +32,14 @@ __all__ = ["DEFAULT_QFLOW_CONFIG", "QFLOW_SCHEMA", "run_qflow"]
 
 def _pairs(value: Any) -> str | None:
     ok = isinstance(value, list) and all(
-        isinstance(v, list) and len(v) == 2
+        isinstance(v, list)
+        and len(v) == 2
         and all(isinstance(c, int | float) and not isinstance(c, bool) for c in v)
         for v in value
     )
-    return None if ok and value else "must be a list of [real, imag] pairs, one per mode"
+    return (
+        None if ok and value else "must be a list of [real, imag] pairs, one per mode"
+    )
 
 
 def _widths(value: Any) -> str | None:
@@ -47,8 +50,9 @@ def _widths(value: Any) -> str | None:
 QFLOW_SCHEMA: dict[str, Any] = {
     "name": Field(str, "qflow", doc="run name (default output folder runs/NAME)"),
     "model": {
-        "kind": Field(str, "damped_modes", choices=("damped_modes",),
-                      doc="model family"),
+        "kind": Field(
+            str, "damped_modes", choices=("damped_modes",), doc="model family"
+        ),
         "modes": Field(int, 1, check=positive, doc="number of modes N"),
         "omega": Field(float, 1.0, doc="mode frequency"),
         "gamma": Field(float, 1.0, check=positive, doc="energy decay rate per mode"),
@@ -94,8 +98,12 @@ QFLOW_SCHEMA: dict[str, Any] = {
         "n_save": Field(int, 11, check=lambda v: None if v >= 2 else "must be >= 2"),
     },
     "seed": Field(int, 0),
-    "eval_samples": Field(int, 400_000, check=positive,
-                          doc="samples per observable estimate (error ~ 1/sqrt)"),
+    "eval_samples": Field(
+        int,
+        400_000,
+        check=positive,
+        doc="samples per observable estimate (error ~ 1/sqrt)",
+    ),
     "checkpoint_every": Field(int, 1, check=positive, doc="intervals per checkpoint"),
     "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
 }
@@ -125,7 +133,9 @@ class _DampedModes:
         self.pde = compile_qpde(H, [np.sqrt(g) * a(j) for j in range(N)], n_modes=N)
 
     def alpha(self, t: float) -> np.ndarray:
-        return sla.expm(-(1j * self.M + 0.5 * self.g * np.eye(self.N)) * t) @ self.alpha0
+        return (
+            sla.expm(-(1j * self.M + 0.5 * self.g * np.eye(self.N)) * t) @ self.alpha0
+        )
 
     def exact_samples(self, key: jax.Array, t: float, n: int) -> jax.Array:
         mean = _to_real(self.alpha(t))
@@ -160,20 +170,36 @@ def _evaluate(flow, params, model, t, key, n) -> dict[str, Any]:
         "n_exact": n_exact.tolist(),
         "a": to_jsonable(np.asarray(obs["a"])),
         # relative error over the modes holding at least 0.05 quanta
-        "max_rel_error_n": float(np.max(np.where(
-            n_exact >= 0.05,
-            np.abs(np.asarray(obs["n"]) - n_exact) / np.maximum(n_exact, 0.05), 0.0))),
+        "max_rel_error_n": float(
+            np.max(
+                np.where(
+                    n_exact >= 0.05,
+                    np.abs(np.asarray(obs["n"]) - n_exact) / np.maximum(n_exact, 0.05),
+                    0.0,
+                )
+            )
+        ),
         "max_abs_error_n": float(np.max(np.abs(np.asarray(obs["n"]) - n_exact))),
         "kl_exact_flow": float(kl),
     }
 
 
-def _save_checkpoint(run: RunFolder, interval: int, params: Any,
-                     records: list[dict[str, Any]], infos: list[dict[str, Any]]) -> None:
+def _save_checkpoint(
+    run: RunFolder,
+    interval: int,
+    params: Any,
+    records: list[dict[str, Any]],
+    infos: list[dict[str, Any]],
+) -> None:
     blob = np.frombuffer(flax.serialization.to_bytes(params), dtype=np.uint8)
-    run.save_arrays("checkpoint.npz", interval=np.asarray(interval), params=blob,
-                    records=np.asarray(json.dumps(to_jsonable({"records": records,
-                                                                "infos": infos}))))
+    run.save_arrays(
+        "checkpoint.npz",
+        interval=np.asarray(interval),
+        params=blob,
+        records=np.asarray(
+            json.dumps(to_jsonable({"records": records, "infos": infos}))
+        ),
+    )
 
 
 def _load_checkpoint(path: Path, template: Any) -> tuple[int, Any, list, list]:
@@ -193,8 +219,12 @@ def validate_qflow_config(data: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def run_qflow(config: dict[str, Any], out_dir: str | Path | None = None,
-              resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_qflow(
+    config: dict[str, Any],
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Runs Q-Flow on the configured problem; writes summary.json, observables.npz,
     checkpoint.npz and PNG plots. With `resume`, continues from checkpoint.npz to
     the same final result as an uninterrupted run with the same seed (every interval
@@ -206,9 +236,13 @@ def run_qflow(config: dict[str, Any], out_dir: str | Path | None = None,
     model = _DampedModes(cfg["model"], alpha0)
     fcfg = cfg["flow"]
     flow = NormalizingFlow(
-        dim=2 * model.N, n_layers=fcfg["layers"], coupling=fcfg["coupling"],
-        hidden=tuple(fcfg["hidden"]), n_bins=fcfg["bins"],
-        lu_mixing=fcfg["lu_mixing"], init_mean=tuple(np.asarray(_to_real(alpha0))),
+        dim=2 * model.N,
+        n_layers=fcfg["layers"],
+        coupling=fcfg["coupling"],
+        hidden=tuple(fcfg["hidden"]),
+        n_bins=fcfg["bins"],
+        lu_mixing=fcfg["lu_mixing"],
+        init_mean=tuple(np.asarray(_to_real(alpha0))),
         init_scale=float(np.sqrt(0.5)),
     )
     # Q(0) of a coherent product is N(alpha0, I/2): the new flow is exactly Q(0).
@@ -225,26 +259,56 @@ def run_qflow(config: dict[str, Any], out_dir: str | Path | None = None,
     if start == 0:
         records = [_evaluate(flow, params, model, 0.0, eval_key, cfg["eval_samples"])]
     started = time.perf_counter()
-    bar = tqdm(range(start, len(tsave) - 1), disable=not progress, desc=cfg["name"],
-               initial=start, total=len(tsave) - 1)
+    bar = tqdm(
+        range(start, len(tsave) - 1),
+        disable=not progress,
+        desc=cfg["name"],
+        initial=start,
+        total=len(tsave) - 1,
+    )
     for i in bar:
-        out, info = evolve(flow, model.pde, params, tsave[i : i + 2],
-                           jax.random.fold_in(base, i), settings)
+        out, info = evolve(
+            flow,
+            model.pde,
+            params,
+            tsave[i : i + 2],
+            jax.random.fold_in(base, i),
+            settings,
+        )
         params = out[-1]
         infos.append(info[0])
-        records.append(_evaluate(flow, params, model, tsave[i + 1],
-                                 jax.random.fold_in(eval_key, i + 1),
-                                 cfg["eval_samples"]))
-        bar.set_postfix(t=f"{tsave[i + 1]:.3g}",
-                        rel_err_n=f"{records[-1]['max_rel_error_n']:.2e}",
-                        kl=f"{records[-1]['kl_exact_flow']:.1e}")
+        records.append(
+            _evaluate(
+                flow,
+                params,
+                model,
+                tsave[i + 1],
+                jax.random.fold_in(eval_key, i + 1),
+                cfg["eval_samples"],
+            )
+        )
+        bar.set_postfix(
+            t=f"{tsave[i + 1]:.3g}",
+            rel_err_n=f"{records[-1]['max_rel_error_n']:.2e}",
+            kl=f"{records[-1]['kl_exact_flow']:.1e}",
+        )
         if (i + 1) % cfg["checkpoint_every"] == 0 or i + 2 == len(tsave):
             _save_checkpoint(run, i + 1, params, records, infos)
     wall = time.perf_counter() - started
 
+    # proposal: a Gaussian 25% wider than the flow's samples in every direction
+    xs, _ = flow.apply(
+        params,
+        jax.random.key(cfg["seed"] + 3),
+        10_000,
+        method=NormalizingFlow.sample_and_log_prob,
+    )
     norm, norm_err = normalization(
-        lambda y: flow.apply(params, y), jax.random.key(cfg["seed"] + 3), flow.dim,
-        _to_real(model.alpha(tsave[-1])), 2.0,
+        lambda y: flow.apply(params, y),
+        jax.random.key(cfg["seed"] + 4),
+        flow.dim,
+        xs.mean(0),
+        1.25 * float(xs.std(0).max()),
     )
     summary = {
         "command": "run",
@@ -264,13 +328,21 @@ def run_qflow(config: dict[str, Any], out_dir: str | Path | None = None,
     t = np.array([r["t"] for r in records])
     n_flow = np.array([r["n"] for r in records])
     n_exact = np.array([r["n_exact"] for r in records])
-    run.save_arrays("observables.npz", t=t, n=n_flow, n_exact=n_exact,
-                    n_err=np.array([r["n_err"] for r in records]))
+    run.save_arrays(
+        "observables.npz",
+        t=t,
+        n=n_flow,
+        n_exact=n_exact,
+        n_err=np.array([r["n_err"] for r in records]),
+    )
     shown = range(min(model.N, 6))
     run.plot_curves(
-        "observables.png", t, {f"<n_{j}> flow": n_flow[:, j] for j in shown},
+        "observables.png",
+        t,
+        {f"<n_{j}> flow": n_flow[:, j] for j in shown},
         {f"<n_{j}> exact": n_exact[:, j] for j in shown},
-        ylabel="<a^dag a>", title=f"{cfg['name']}: Q-Flow ({cfg['method']}) vs exact",
+        ylabel="<a^dag a>",
+        title=f"{cfg['name']}: Q-Flow ({cfg['method']}) vs exact",
     )
     _plot_snapshots(run, flow, params, model, tsave[-1], cfg)
     run.write_json("summary.json", summary)
@@ -285,13 +357,19 @@ def _plot_snapshots(run: RunFolder, flow, params, model, t, cfg) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x, _ = flow.apply(params, jax.random.key(7), 50_000,
-                      method=NormalizingFlow.sample_and_log_prob)
+    x, _ = flow.apply(
+        params, jax.random.key(7), 50_000, method=NormalizingFlow.sample_and_log_prob
+    )
     y = model.exact_samples(jax.random.key(8), t, 50_000)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), dpi=110, sharex=True, sharey=True)
     for ax, pts, title in ((axes[0], x, "flow"), (axes[1], y, "exact")):
-        ax.hist2d(np.asarray(pts[:, 0]), np.asarray(pts[:, 1]), bins=60,
-                  range=[[-4, 4], [-4, 4]], density=True)
+        ax.hist2d(
+            np.asarray(pts[:, 0]),
+            np.asarray(pts[:, 1]),
+            bins=60,
+            range=[[-4, 4], [-4, 4]],
+            density=True,
+        )
         ax.set_title(f"{title}: Q marginal (x_0, p_0), t = {t:.3g}")
         ax.set_xlabel("x_0")
     axes[0].set_ylabel("p_0")

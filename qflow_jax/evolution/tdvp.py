@@ -112,7 +112,9 @@ class _Fisher(eqx.Module):
         return self.dense @ v if self.dense is not None else self.matvec(v)
 
 
-def _solve_cholesky(S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any) -> jax.Array:
+def _solve_cholesky(
+    S: _Fisher, F: jax.Array, st: TDVPSettings, extra: Any
+) -> jax.Array:
     A = S.dense + st.diag_shift * jnp.eye(F.shape[0], dtype=F.dtype)
     return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(A), F)
 
@@ -154,8 +156,12 @@ LINEAR_SOLVERS: dict[str, Callable[..., jax.Array]] = {
 
 
 def tdvp_theta_dot(
-    flow: nn.Module, pde: QPDE, theta: jax.Array, unravel: Callable[[jax.Array], Any],
-    z: jax.Array, settings: TDVPSettings,
+    flow: nn.Module,
+    pde: QPDE,
+    theta: jax.Array,
+    unravel: Callable[[jax.Array], Any],
+    z: jax.Array,
+    settings: TDVPSettings,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """theta_dot = S^+ F on the samples x = f_theta(z); also the TDVP residual."""
     params = unravel(theta)
@@ -176,9 +182,11 @@ def tdvp_theta_dot(
         F = Gc.T @ sc / B
         extra = (Gc, sc)
     else:
+
         def scores_dot(v):  # (G v)_i, centred
-            gv = jax.vmap(lambda xi: jax.jvp(lambda th: logq_theta(th, xi), (theta,),
-                                             (v,))[1])(x)
+            gv = jax.vmap(
+                lambda xi: jax.jvp(lambda th: logq_theta(th, xi), (theta,), (v,))[1]
+            )(x)
             return gv - gv.mean()
 
         _, vjp = jax.vjp(lambda th: jax.vmap(lambda xi: logq_theta(th, xi))(x), theta)
@@ -210,8 +218,15 @@ def _evolve_interval(flow, pde, theta, unravel, z, t0, t1, settings):
 
     solver, ctrl, dt0 = _ode_solver(settings)
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(vf), solver, t0, t1, dt0, theta, stepsize_controller=ctrl,
-        max_steps=100_000, throw=False,
+        dfx.ODETerm(vf),
+        solver,
+        t0,
+        t1,
+        dt0,
+        theta,
+        stepsize_controller=ctrl,
+        max_steps=100_000,
+        throw=False,
     )
     theta1 = sol.ys[-1]
     _, diag = tdvp_theta_dot(flow, pde, theta1, unravel, z, settings)
@@ -220,8 +235,13 @@ def _evolve_interval(flow, pde, theta, unravel, z, t0, t1, settings):
 
 
 def tdvp_evolve(
-    flow: nn.Module, pde: QPDE, params: Any, tsave: Any, key: jax.Array,
-    settings: TDVPSettings, callback: Callable[[int, Any, dict], None] | None = None,
+    flow: nn.Module,
+    pde: QPDE,
+    params: Any,
+    tsave: Any,
+    key: jax.Array,
+    settings: TDVPSettings,
+    callback: Callable[[int, Any, dict], None] | None = None,
 ) -> tuple[list[Any], list[dict[str, float]]]:
     """Evolves the flow parameters through tsave by TDVP.
 
@@ -254,8 +274,12 @@ def tdvp_evolve(
                 "with halved steps (non-finite parameters or step limit)"
             )
         theta = new
-        info = {"t": float(tsave[i + 1]), "residual": float(diag["residual"]),
-                "ode_steps": int(steps), "retries": retries}
+        info = {
+            "t": float(tsave[i + 1]),
+            "residual": float(diag["residual"]),
+            "ode_steps": int(steps),
+            "retries": retries,
+        }
         infos.append(info)
         out.append(unravel(theta))
         if callback is not None:

@@ -156,6 +156,8 @@ class NormalizingFlow(nn.Module):
         """n samples, shape (n, dim)."""
         return self.distribution().sample(seed=key, sample_shape=(n,))
 
-    def sample_and_log_prob(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    def sample_and_log_prob(
+        self, key: jax.Array, n: int
+    ) -> tuple[jax.Array, jax.Array]:
         """n samples and their log q, shapes (n, dim) and (n,)."""
         return self.distribution().sample_and_log_prob(seed=key, sample_shape=(n,))

@@ -41,7 +41,7 @@ class DiaOp(eqx.Module):
 
 
 def _diag_values(mat: jax.Array, k: int) -> jax.Array:
-    """Diagonal k of (..., n, n) placed so that values[i] = mat[i, i + k] (0 outside)."""
+    """Diagonal k of (..., n, n) as values[i] = mat[i, i + k] (0 outside)."""
     n = mat.shape[-1]
     d = jnp.diagonal(mat, offset=k, axis1=-2, axis2=-1)
     pad = [(0, 0)] * (d.ndim - 1) + ([(0, k)] if k >= 0 else [(-k, 0)])

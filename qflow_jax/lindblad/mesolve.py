@@ -18,7 +18,6 @@ import optimistix as optx
 from qflow_jax._convert import (
     check_finite,
     check_square,
-    complex_dtype_of,
     dag,
     is_concrete,
     to_array,
@@ -133,7 +132,8 @@ def _check_tsave(tsave: Any, dtype: Any) -> jax.Array:
     t = jnp.asarray(tsave, dtype=dtype)
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(
-            f"`tsave` must be a 1-D array of at least 2 times, got shape {tuple(t.shape)}"
+            "`tsave` must be a 1-D array of at least 2 times, got shape "
+            f"{tuple(t.shape)}"
         )
     if is_concrete(t):
         tn = np.asarray(t)
@@ -155,9 +155,8 @@ def _check_state(rho0: jax.Array, tol: float) -> None:
         )
     tr = np.trace(r, axis1=-2, axis2=-1)
     if np.abs(tr - 1).max() > tol:
-        raise ValueError(
-            f"`rho0` must have trace 1, got trace {tr.reshape(-1)[np.argmax(np.abs(tr - 1))]:.6g}"
-        )
+        worst = tr.reshape(-1)[np.argmax(np.abs(tr - 1))]
+        raise ValueError(f"`rho0` must have trace 1, got trace {worst:.6g}")
     emin = np.linalg.eigvalsh(0.5 * (r + np.conj(np.swapaxes(r, -1, -2)))).min()
     if emin < -tol:
         raise ValueError(
@@ -174,7 +173,9 @@ def _broadcast_batch(
         batch = jnp.broadcast_shapes(*(a.shape[:-2] for a in arrays))
     except ValueError as err:
         shapes = [tuple(a.shape) for a in arrays]
-        raise ValueError(f"batch shapes of `{name}` do not broadcast: {shapes}") from err
+        raise ValueError(
+            f"batch shapes of `{name}` do not broadcast: {shapes}"
+        ) from err
     return batch, [jnp.broadcast_to(a, (*batch, *a.shape[-2:])) for a in arrays]
 
 
@@ -385,7 +386,8 @@ def mesolve(
     Example:
         >>> import qflow_jax as qf, jax.numpy as jnp
         >>> a = qf.destroy(20)
-        >>> res = qf.mesolve(a.T.conj() @ a, [jnp.sqrt(0.5) * a], qf.coherent_dm(20, 2.0),
+        >>> rho0 = qf.coherent_dm(20, 2.0)
+        >>> res = qf.mesolve(a.T.conj() @ a, [jnp.sqrt(0.5) * a], rho0,
         ...                  jnp.linspace(0, 2, 11), exp_ops=[qf.number(20)])
         >>> res.expects[0, -1].real  # 4 exp(-0.5 * 2)
     """
@@ -434,7 +436,9 @@ def mesolve(
         ops = list(exp_ops) if not hasattr(exp_ops, "shape") else [exp_ops]
         if hasattr(exp_ops, "shape") and to_array(exp_ops, "exp_ops").ndim == 3:
             ops = list(to_array(exp_ops, "exp_ops"))
-        exp_arr = jnp.stack([to_array(o, f"exp_ops[{i}]", dtype) for i, o in enumerate(ops)])
+        exp_arr = jnp.stack(
+            [to_array(o, f"exp_ops[{i}]", dtype) for i, o in enumerate(ops)]
+        )
         if exp_arr.shape[1:] != (n, n):
             raise ValueError(
                 f"`exp_ops` must be (n, n) operators with n = {n}, got shape "
@@ -457,19 +461,25 @@ def mesolve(
     Hc = functools.reduce(jnp.add, h_static) if h_static else None
     # The static part of -i/2 sum L^dag L joins the H group unless the jump
     # operators carry their own batch axes.
-    K = -0.5j * functools.reduce(jnp.add, [dag(a) @ a for a in l_static]) if l_static else None
+    K = (
+        -0.5j * functools.reduce(jnp.add, [dag(a) @ a for a in l_static])
+        if l_static
+        else None
+    )
     if K is not None and not l_batch:
         Hc = K if Hc is None else Hc + K
         K = None
     h_diag, Hc = _pop_diag(Hc)
     l_diag, K = _pop_diag(K)
-    h_list = ([] if Hc is None else [(None, Hc)]) + [
-        (c, a) for c, a in zip(h_coeffs, h_arrays, strict=True) if c is not None
-    ] + [
-        (lambda t, c=c: jnp.abs(c(t)) ** 2, -0.5j * dag(a) @ a)
-        for c, a in zip(l_coeffs, l_arrays, strict=True)
-        if c is not None
-    ]
+    h_list = (
+        ([] if Hc is None else [(None, Hc)])
+        + [(c, a) for c, a in zip(h_coeffs, h_arrays, strict=True) if c is not None]
+        + [
+            (lambda t, c=c: jnp.abs(c(t)) ** 2, -0.5j * dag(a) @ a)
+            for c, a in zip(l_coeffs, l_arrays, strict=True)
+            if c is not None
+        ]
+    )
     heff_fns = [*h_fns] + [(lambda t, f=f: -0.5j * dag(f(t)) @ f(t)) for f in l_fns]
 
     h_group = {
@@ -513,7 +523,8 @@ def mesolve(
 
     if is_concrete(ok) and not bool(np.all(np.asarray(ok))):
         raise RuntimeError(
-            f"mesolve: the solver stopped before t = {float(np.asarray(tsave)[-1])}: the step "
+            "mesolve: the solver stopped before t = "
+            f"{float(np.asarray(tsave)[-1])}: the step "
             f"limit max_steps={max_steps} was reached or a step failed (non-finite "
             "values). Raise `max_steps`, loosen rtol/atol, or use an implicit "
             "method such as method='kvaerno5' for stiff problems."

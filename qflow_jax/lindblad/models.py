@@ -33,7 +33,9 @@ class LindbladProblem:
 
 def _complex_pair(value: Any) -> str | None:
     ok = isinstance(value, list) and len(value) == 2
-    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ok = ok and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
     return None if ok else "must be a list [real, imag] of two numbers"
 
 
@@ -54,8 +56,11 @@ def _damped_cavity(p: Mapping[str, Any]) -> LindbladProblem:
         H=w * ops.number(N),
         jump_ops=jumps,
         rho0=ops.coherent_dm(N, a0, "analytic"),
-        exp_ops={"n": ops.number(N), "re_a": 0.5 * (a + ops.create(N)),
-                 "im_a": -0.5j * (a - ops.create(N))},
+        exp_ops={
+            "n": ops.number(N),
+            "re_a": 0.5 * (a + ops.create(N)),
+            "im_a": -0.5j * (a - ops.create(N)),
+        },
         exact=exact,
     )
 
@@ -88,15 +93,21 @@ def _qubit_decay(p: Mapping[str, Any]) -> LindbladProblem:
 _N = Field(int, 30, check=positive, doc="Fock-space truncation")
 _ALPHA0 = Field(list, [0.0, 0.0], check=_complex_pair, doc="initial coherent amplitude")
 
-MODELS: dict[str, tuple[dict[str, Field], Callable[[Mapping[str, Any]], LindbladProblem]]] = {
+MODELS: dict[
+    str, tuple[dict[str, Field], Callable[[Mapping[str, Any]], LindbladProblem]]
+] = {
     "damped_cavity": (
         {
             "N": _N,
             "omega": Field(float, 1.0, doc="cavity frequency"),
             "gamma": Field(float, 0.5, check=non_negative, doc="energy decay rate"),
             "n_thermal": Field(float, 0.0, check=non_negative, doc="bath occupation"),
-            "alpha0": Field(list, [2.0, 0.0], check=_complex_pair,
-                            doc="initial coherent amplitude [re, im]"),
+            "alpha0": Field(
+                list,
+                [2.0, 0.0],
+                check=_complex_pair,
+                doc="initial coherent amplitude [re, im]",
+            ),
         },
         _damped_cavity,
     ),

@@ -21,8 +21,13 @@ METHODS = ("auto", *SOLVERS, "lawson-tsit5", "lawson-dopri5", "lawson-dopri8")
 
 DEFAULT_LINDBLAD_CONFIG: dict[str, Any] = {
     "name": "damped_cavity",
-    "model": {"kind": "damped_cavity", "N": 30, "omega": 1.0, "gamma": 0.5,
-              "alpha0": [2.0, 0.0]},
+    "model": {
+        "kind": "damped_cavity",
+        "N": 30,
+        "omega": 1.0,
+        "gamma": 0.5,
+        "alpha0": [2.0, 0.0],
+    },
     "times": {"t_end": 10.0, "n_save": 101},
     "solver": {"method": "auto", "rtol": 1e-8, "atol": 1e-10},
 }
@@ -54,13 +59,15 @@ def validate_lindblad_config(data: dict[str, Any]) -> dict[str, Any]:
     kind_field = Field(str, choices=tuple(MODELS), doc="model name")
     validate({"kind": model["kind"]}, {"kind": kind_field}, "model")
     out = validate(data, _COMMON_SCHEMA)
-    out["model"] = validate(model, {"kind": kind_field, **MODELS[model["kind"]][0]},
-                            "model")
+    out["model"] = validate(
+        model, {"kind": kind_field, **MODELS[model["kind"]][0]}, "model"
+    )
     return out
 
 
-def run_lindblad(config: dict[str, Any], out_dir: str | Path | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def run_lindblad(
+    config: dict[str, Any], out_dir: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Solves the configured problem with `mesolve` and writes a run folder.
 
     Files: summary.json (settings, versions, timings, metrics against the exact
@@ -81,10 +88,16 @@ def run_lindblad(config: dict[str, Any], out_dir: str | Path | None = None,
 
     t0 = time.perf_counter()
     res = mesolve(
-        problem.H, problem.jump_ops, problem.rho0, t,
+        problem.H,
+        problem.jump_ops,
+        problem.rho0,
+        t,
         exp_ops=[problem.exp_ops[k] for k in names],
-        method=solver["method"], rtol=solver["rtol"], atol=solver["atol"],
-        max_steps=solver["max_steps"], progress=progress,
+        method=solver["method"],
+        rtol=solver["rtol"],
+        atol=solver["atol"],
+        max_steps=solver["max_steps"],
+        progress=progress,
     )
     res = jax.block_until_ready(res)
     elapsed = time.perf_counter() - t0
@@ -99,8 +112,9 @@ def run_lindblad(config: dict[str, Any], out_dir: str | Path | None = None,
     }
     exact = problem.exact(t) if problem.exact is not None else None
     if exact is not None:
-        metrics["max_abs_error"] = {k: float(np.abs(expects[k] - exact[k]).max())
-                                    for k in names}
+        metrics["max_abs_error"] = {
+            k: float(np.abs(expects[k] - exact[k]).max()) for k in names
+        }
     summary = {
         "command": "lindblad",
         "config": cfg,
@@ -112,18 +126,27 @@ def run_lindblad(config: dict[str, Any], out_dir: str | Path | None = None,
         "files": ["summary.json", "arrays.npz", "expectations.png"]
         + (["errors.png"] if exact is not None else []),
     }
-    folder.save_arrays("arrays.npz", t=t, final_state=np.asarray(res.final_state),
-                       **{f"expect_{k}": v for k, v in expects.items()})
+    folder.save_arrays(
+        "arrays.npz",
+        t=t,
+        final_state=np.asarray(res.final_state),
+        **{f"expect_{k}": v for k, v in expects.items()},
+    )
     folder.plot_curves(
-        "expectations.png", t, {f"<{k}>": v for k, v in expects.items()},
+        "expectations.png",
+        t,
+        {f"<{k}>": v for k, v in expects.items()},
         {f"exact <{k}>": v for k, v in (exact or {}).items()},
         title=f"{cfg['name']}: {res.method}",
     )
     if exact is not None:
         folder.plot_curves(
-            "errors.png", t,
+            "errors.png",
+            t,
             {f"|<{k}> - exact|": np.abs(expects[k] - exact[k]) + 1e-300 for k in names},
-            ylabel="absolute error", logy=True, title=f"{cfg['name']}: error vs exact",
+            ylabel="absolute error",
+            logy=True,
+            title=f"{cfg['name']}: error vs exact",
         )
     folder.write_json("summary.json", summary)
     summary["folder"] = str(folder.path)

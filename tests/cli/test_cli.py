@@ -33,8 +33,17 @@ def test_default_run_is_qflow_on_the_damped_oscillator(tmp_path):
 
 
 def test_lindblad_default_config_writes_checked_results(tmp_path):
-    assert main(["lindblad", str(REPO / "configs" / "damped_cavity.yaml"),
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "lindblad",
+                str(REPO / "configs" / "damped_cavity.yaml"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     # rtol = 1e-8 over ~900 entries: observables to ~1e-7 of the exact solution
     assert max(summary["metrics"]["max_abs_error"].values()) < 1e-6
@@ -49,8 +58,9 @@ def test_lindblad_default_config_writes_checked_results(tmp_path):
 
 def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text((REPO / "configs" / "damped_1mode.yaml").read_text()
-                   + "eval_samples: 20000\n")
+    cfg.write_text(
+        (REPO / "configs" / "damped_1mode.yaml").read_text() + "eval_samples: 20000\n"
+    )
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["run", str(cfg), "--out", str(straight)]) == 0
     cmd = [sys.executable, "-m", "qflow_jax.cli", "run", str(cfg), "--out", str(killed)]
@@ -73,8 +83,12 @@ def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
 
 @pytest.mark.parametrize("name", ["qubit_decay", "damped_cavity"])
 def test_shipped_configs_run(name, tmp_path):
-    assert main(["lindblad", str(REPO / "configs" / f"{name}.yaml"),
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            ["lindblad", str(REPO / "configs" / f"{name}.yaml"), "--out", str(tmp_path)]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert max(summary["metrics"]["max_abs_error"].values()) < 1e-5
 
@@ -104,8 +118,16 @@ def test_bad_configs_exit_2_with_message(text, message, tmp_path, capsys):
 
 def test_console_script_never_shows_a_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "qflow_jax.cli", "lindblad", str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "qflow_jax.cli",
+            "lindblad",
+            str(tmp_path / "missing.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "config file not found" in proc.stderr
@@ -113,8 +135,17 @@ def test_console_script_never_shows_a_traceback(tmp_path):
 
 
 def test_blended_command_runs_the_path_config(tmp_path):
-    assert main(["blended", str(REPO / "configs" / "network_path3.yaml"),
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "blended",
+                str(REPO / "configs" / "network_path3.yaml"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert abs(summary["sweep"]["slope"] + 1.0) < 0.1
     assert (tmp_path / "error_vs_k.png").exists()

@@ -23,8 +23,13 @@ W, G, A0 = 1.0, 1.0, 2.0
 def damped():
     pde = compile_qpde(W * adag(0) @ a(0), [np.sqrt(G) * a(0)])
     # Q(0) of |A0> is N((A0, 0), I/2): a new flow starts exactly there
-    flow = NormalizingFlow(dim=2, n_layers=2, hidden=(8,), init_mean=(A0, 0.0),
-                           init_scale=float(np.sqrt(0.5)))
+    flow = NormalizingFlow(
+        dim=2,
+        n_layers=2,
+        hidden=(8,),
+        init_mean=(A0, 0.0),
+        init_scale=float(np.sqrt(0.5)),
+    )
     return pde, flow, flow.init(jax.random.key(0), jnp.zeros((1, 2)))
 
 
@@ -43,7 +48,7 @@ def test_tdvp_follows_the_exact_damped_solution(solver):
     st = TDVPSettings(batch_size=512, linear_solver=solver, ode_solver="rk4", dt=0.05)
     tsave = np.array([0.0, 0.5, 1.0])
     out, infos = tdvp_evolve(flow, pde, params, tsave, jax.random.key(1), st)
-    for t, p in zip(tsave, out):
+    for t, p in zip(tsave, out, strict=True):
         obs = sample_mean(flow, p)
         # 200k samples: standard error of <a> ~ 0.0016, of <n> ~ 0.004
         np.testing.assert_allclose(obs["a"][0], exact_alpha(t), atol=0.01)
@@ -64,18 +69,30 @@ def test_theta_dot_is_the_same_for_every_builder_and_solver():
     theta, unravel = flatten(params)
     z = jax.random.normal(jax.random.key(3), (1024, 2))
     x = flow.apply(params, z, method=NormalizingFlow.forward_and_log_det)[0]
-    G = jax.vmap(jax.grad(lambda th, xi: flow.apply(unravel(th), xi)), (None, 0))(theta, x)
+    G = jax.vmap(jax.grad(lambda th, xi: flow.apply(unravel(th), xi)), (None, 0))(
+        theta, x
+    )
     Gc = G - G.mean(0)
 
     def motion(td):  # d log q / dt at the samples: what the solvers must agree on
         return Gc @ td
 
-    ref, ref_diag = tdvp_theta_dot(flow, pde, theta, unravel, z,
-                                   TDVPSettings(linear_solver="pinv", rcond=1e-12))
+    ref, ref_diag = tdvp_theta_dot(
+        flow, pde, theta, unravel, z, TDVPSettings(linear_solver="pinv", rcond=1e-12)
+    )
     # CG stops at a relative residual of 1e-5 on an ill-conditioned S: 1e-2
-    for kw, tol in ((dict(linear_solver="cholesky", diag_shift=1e-10), 1e-3),
-                    (dict(linear_solver="cg", s_builder="matrix_free",
-                          diag_shift=1e-10, cg_maxiter=2000), 1e-2)):
+    for kw, tol in (
+        (dict(linear_solver="cholesky", diag_shift=1e-10), 1e-3),
+        (
+            dict(
+                linear_solver="cg",
+                s_builder="matrix_free",
+                diag_shift=1e-10,
+                cg_maxiter=2000,
+            ),
+            1e-2,
+        ),
+    ):
         td, diag = tdvp_theta_dot(flow, pde, theta, unravel, z, TDVPSettings(**kw))
         # S is ill-conditioned, so theta_dot itself differs along near-null
         # directions; the motion of log q and the residual do not.
@@ -87,8 +104,9 @@ def test_theta_dot_is_the_same_for_every_builder_and_solver():
 def test_euler_kl_step_reaches_the_euler_target():
     pde, flow, params = damped()
     dt = 0.05
-    st = EulerKLSettings(dt=dt, batch_size=1024, learning_rate=3e-3,
-                         max_inner_steps=300, loss_tol=1e-7)
+    st = EulerKLSettings(
+        dt=dt, batch_size=1024, learning_rate=3e-3, max_inner_steps=300, loss_tol=1e-7
+    )
     new, info = euler_kl_step(flow, pde, params, jax.random.key(4), st)
     assert info["finite"] and info["min_weight"] > 0
     # Euler moves the mean by exactly dt * d<a>/dt = -(iW + G/2) A0 dt
@@ -139,8 +157,14 @@ def test_pretrain_reaches_a_thermal_q_by_maximum_likelihood():
     def sampler(key, n):
         return jnp.sqrt(var) * jax.random.normal(key, (n, 2))
 
-    st = PretrainSettings(max_steps=2000, batch_size=512, learning_rate=1e-2,
-                          kl_tol=2e-3, check_every=100, check_samples=50_000)
+    st = PretrainSettings(
+        max_steps=2000,
+        batch_size=512,
+        learning_rate=1e-2,
+        kl_tol=2e-3,
+        check_every=100,
+        check_samples=50_000,
+    )
     new, info = pretrain(flow, params, jax.random.key(1), logq0, sampler, st)
     assert info["kl"] < 2e-3 and info["steps"] > 0
     obs = sample_mean(flow, new)

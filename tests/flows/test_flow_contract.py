@@ -24,11 +24,16 @@ def perturbed(layout, scale=0.1, seed=0):
     params = flow.init(jax.random.key(seed), jnp.zeros((1, layout["dim"])))
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    leaves = [
+        p + scale * jax.random.normal(k, p.shape)
+        for p, k in zip(leaves, keys, strict=True)
+    ]
     return flow, jax.tree_util.tree_unflatten(tree, leaves)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"{l['coupling']}{l['dim']}")
+@pytest.mark.parametrize(
+    "layout", LAYOUTS, ids=lambda lay: f"{lay['coupling']}{lay['dim']}"
+)
 def test_inverse_and_log_det_against_jacobian(layout):
     flow, params = perturbed(layout)
     d = layout["dim"]
@@ -50,31 +55,40 @@ def test_inverse_and_log_det_against_jacobian(layout):
     np.testing.assert_allclose(logq, base - ld_fwd, atol=1e-9)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS[:4], ids=lambda l: f"{l['coupling']}{l['dim']}")
+@pytest.mark.parametrize(
+    "layout", LAYOUTS[:4], ids=lambda lay: f"{lay['coupling']}{lay['dim']}"
+)
 def test_flow_integrates_to_one(layout):
     # Importance sampling from a wide Gaussian p: E_p[q/p] = integral of q = 1.
     flow, params = perturbed(layout)
     d, n, width = layout["dim"], 100_000, 3.0
     y = width * jax.random.normal(jax.random.key(7), (n, d))
-    logp = -0.5 * jnp.sum((y / width) ** 2, -1) - d * jnp.log(width * jnp.sqrt(2 * jnp.pi))
+    logp = -0.5 * jnp.sum((y / width) ** 2, -1) - d * jnp.log(
+        width * jnp.sqrt(2 * jnp.pi)
+    )
     w = jnp.exp(jax.jit(flow.apply)(params, y) - logp)
     mean, err = float(w.mean()), float(w.std() / np.sqrt(n))
     assert abs(mean - 1.0) < 5 * err + 1e-3, (mean, err)
 
 
 def test_new_flow_is_the_initial_gaussian():
-    flow = NormalizingFlow(dim=4, coupling="spline", lu_mixing=True, init_mean=1.0,
-                           init_scale=0.5)
+    flow = NormalizingFlow(
+        dim=4, coupling="spline", lu_mixing=True, init_mean=1.0, init_scale=0.5
+    )
     params = flow.init(jax.random.key(0), jnp.zeros((1, 4)))
     x = jax.random.normal(jax.random.key(1), (16, 4))
-    expected = -0.5 * jnp.sum(((x - 1.0) / 0.5) ** 2, -1) - 4 * jnp.log(0.5 * jnp.sqrt(2 * jnp.pi))
+    expected = -0.5 * jnp.sum(((x - 1.0) / 0.5) ** 2, -1) - 4 * jnp.log(
+        0.5 * jnp.sqrt(2 * jnp.pi)
+    )
     np.testing.assert_allclose(flow.apply(params, x), expected, atol=1e-12)
 
 
 def test_sampling_is_batched_and_jittable():
     flow = NormalizingFlow(dim=40, n_layers=2, hidden=(32,))
     params = flow.init(jax.random.key(0), jnp.zeros((1, 40)))
-    draw = jax.jit(lambda p, k: flow.apply(p, k, 512, method=NormalizingFlow.sample_and_log_prob))
+    draw = jax.jit(
+        lambda p, k: flow.apply(p, k, 512, method=NormalizingFlow.sample_and_log_prob)
+    )
     x, logq = draw(params, jax.random.key(1))
     assert x.shape == (512, 40) and logq.shape == (512,)
     np.testing.assert_allclose(logq, flow.apply(params, x), atol=1e-10)
@@ -86,4 +100,6 @@ def test_bad_layouts_are_rejected():
     with pytest.raises(ValueError, match="`dim` must be >= 2"):
         NormalizingFlow(dim=1).init(jax.random.key(0), jnp.zeros((1, 1)))
     with pytest.raises(ValueError, match="`coupling`"):
-        NormalizingFlow(dim=2, coupling="maf").init(jax.random.key(0), jnp.zeros((1, 2)))
+        NormalizingFlow(dim=2, coupling="maf").init(
+            jax.random.key(0), jnp.zeros((1, 2))
+        )

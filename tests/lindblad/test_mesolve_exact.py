@@ -16,8 +16,13 @@ def test_damped_coherent_cavity(method):
     a = qf.destroy(N)
     t = jnp.linspace(0.0, 3.0, 7)
     res = qf.mesolve(
-        w * qf.number(N), [np.sqrt(g) * a], qf.coherent_dm(N, a0, "analytic"), t,
-        exp_ops=[qf.number(N), a], method=method, **TOL,
+        w * qf.number(N),
+        [np.sqrt(g) * a],
+        qf.coherent_dm(N, a0, "analytic"),
+        t,
+        exp_ops=[qf.number(N), a],
+        method=method,
+        **TOL,
     )
     at = a0 * np.exp(-(1j * w + g / 2) * np.asarray(t))
     # rtol = 1e-9 bounds each entry's local error; <n> sums N^2 entries weighted by
@@ -35,8 +40,12 @@ def test_qubit_decay():
     g = 0.7
     t = jnp.linspace(0.0, 4.0, 9)
     res = qf.mesolve(
-        0.5 * qf.sigmaz(), [np.sqrt(g) * qf.sigmam()], qf.fock_dm(2, 0), t,
-        exp_ops=[qf.fock_dm(2, 0)], **TOL,
+        0.5 * qf.sigmaz(),
+        [np.sqrt(g) * qf.sigmam()],
+        qf.fock_dm(2, 0),
+        t,
+        exp_ops=[qf.fock_dm(2, 0)],
+        **TOL,
     )
     np.testing.assert_allclose(res.expects[0].real, np.exp(-g * t), atol=1e-9)
     np.testing.assert_allclose(res.states[:, 0, 1], 0.0, atol=1e-12)
@@ -52,7 +61,9 @@ def test_linear_multimode_coherent_product():
     a = [qf.tensor(qf.destroy(N), qf.eye(N)), qf.tensor(qf.eye(N), qf.destroy(N))]
     H = sum(M[i, j] * a[i].conj().T @ a[j] for i in range(2) for j in range(2))
     jumps = [np.sqrt(G[j, j]) * a[j] for j in range(2)]
-    rho0 = qf.tensor(qf.coherent_dm(N, a0[0], "analytic"), qf.coherent_dm(N, a0[1], "analytic"))
+    rho0 = qf.tensor(
+        qf.coherent_dm(N, a0[0], "analytic"), qf.coherent_dm(N, a0[1], "analytic")
+    )
     t = jnp.linspace(0.0, 2.0, 5)
     res = qf.mesolve(H, jumps, rho0, t, **TOL)
     for k, tk in enumerate(np.asarray(t)):
@@ -69,7 +80,9 @@ def test_invariants_along_trajectory(rng):
 
     n = 6
     res = qf.mesolve(
-        rand_herm(rng, n, 2.0), [rand_op(rng, n), rand_op(rng, n)], rand_dm(rng, n),
+        rand_herm(rng, n, 2.0),
+        [rand_op(rng, n), rand_op(rng, n)],
+        rand_dm(rng, n),
         jnp.linspace(0, 3, 31),
     )
     rho = np.asarray(res.states)

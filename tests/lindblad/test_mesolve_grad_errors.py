@@ -65,7 +65,10 @@ def _good():
         (dict(rho0=jnp.diag(jnp.array([1.5, -0.5]))), r"positive semidefinite"),
         (dict(rho0=jnp.full((2, 2), jnp.nan)), r"`rho0` contains non-finite"),
         (dict(H=qf.sigmaz() * jnp.inf), r"`H` contains non-finite"),
-        (dict(tsave=jnp.array([0.0, 1.0, 0.5])), r"`tsave` must be strictly increasing"),
+        (
+            dict(tsave=jnp.array([0.0, 1.0, 0.5])),
+            r"`tsave` must be strictly increasing",
+        ),
         (dict(tsave=jnp.array([0.0, jnp.nan])), r"`tsave` contains non-finite"),
         (dict(tsave=jnp.array([1.0])), r"`tsave` must be a 1-D array of at least 2"),
         (dict(exp_ops=[qf.eye(3)]), r"`exp_ops` must be \(n, n\) operators"),
@@ -87,6 +90,10 @@ def test_step_limit_is_reported():
     a = qf.destroy(N)
     with pytest.raises(RuntimeError, match="max_steps=5"):
         qf.mesolve(
-            a + qf.create(N), [a], qf.fock_dm(N, 0), jnp.linspace(0, 10, 3),
-            method="tsit5", max_steps=5,
+            a + qf.create(N),
+            [a],
+            qf.fock_dm(N, 0),
+            jnp.linspace(0, 10, 3),
+            method="tsit5",
+            max_steps=5,
         )

@@ -62,14 +62,18 @@ def test_time_dependent_hamiltonian_and_rates_match_qutip(rng):
     res = qf.mesolve(
         [H0, [H1, lambda t: jnp.cos(2.0 * t)]],
         [L0, [L1, lambda t: jnp.exp(-0.3 * t)]],
-        rho0, t, **kw,
+        rho0,
+        t,
+        **kw,
     )
     np.testing.assert_allclose(res.states, ref, atol=1e-6)
     # the same as plain callables of t
     res = qf.mesolve(
         lambda t: H0 + jnp.cos(2.0 * t) * H1,
         [L0, lambda t: jnp.exp(-0.3 * t) * L1],
-        rho0, t, **kw,
+        rho0,
+        t,
+        **kw,
     )
     np.testing.assert_allclose(res.states, ref, atol=1e-6)
 
@@ -99,14 +103,20 @@ def test_expects_only_and_qobj_inputs():
     N = 10
     a = qt.destroy(N)
     res = qf.mesolve(
-        a.dag() * a, [np.sqrt(0.2) * a], qt.coherent(N, 1.0), np.linspace(0, 1, 3),
-        exp_ops=[a.dag() * a], save_states=False,
+        a.dag() * a,
+        [np.sqrt(0.2) * a],
+        qt.coherent(N, 1.0),
+        np.linspace(0, 1, 3),
+        exp_ops=[a.dag() * a],
+        save_states=False,
     )
     assert res.states is None
     assert res.final_state.shape == (N, N)
     np.testing.assert_allclose(
-        res.expects[0].real, qt.expect(a.dag() * a, qt.coherent(N, 1.0)) *
-        np.exp(-0.2 * np.linspace(0, 1, 3)), atol=1e-6,
+        res.expects[0].real,
+        qt.expect(a.dag() * a, qt.coherent(N, 1.0))
+        * np.exp(-0.2 * np.linspace(0, 1, 3)),
+        atol=1e-6,
     )
 
 

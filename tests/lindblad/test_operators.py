@@ -60,7 +60,9 @@ def test_expect_and_distances_match_qutip(rng):
     close(qf.fidelity(A, A), 1.0, 1e-7)
     # batched expect: one value per state
     batch = np.stack([A, B])
-    close(qf.expect(O, batch), [qt.expect(qt.Qobj(O), qt.Qobj(x)) for x in batch], 1e-12)
+    close(
+        qf.expect(O, batch), [qt.expect(qt.Qobj(O), qt.Qobj(x)) for x in batch], 1e-12
+    )
     # kets are accepted
     psi = qf.coherent(8, 0.5)
     close(qf.expect(qf.number(8), psi), qf.expect(qf.number(8), qf.ket2dm(psi)))
