@@ -40,7 +40,7 @@ class EulerKLSettings:
         dt: time step.
         batch_size: samples per inner optimizer step.
         learning_rate: Adam learning rate (peak value for "cosine").
-        schedule: "constant" or "cosine" (decay to 10% over max_inner_steps).
+        schedule: "constant" or "cosine" (decay to 1% over max_inner_steps).
         max_inner_steps, min_inner_steps: bounds of the inner loop.
         window: inner steps per loss average for the stopping rule.
         loss_tol: stop when two consecutive window averages differ by less.
@@ -64,7 +64,7 @@ def _optimizer(settings: EulerKLSettings) -> optax.GradientTransformation:
     # cached: a new optax object per step would recompile the jitted inner loop
     if settings.schedule == "cosine":
         lr = optax.cosine_decay_schedule(
-            settings.learning_rate, settings.max_inner_steps, alpha=0.1
+            settings.learning_rate, settings.max_inner_steps, alpha=0.01
         )
     elif settings.schedule == "constant":
         lr = settings.learning_rate
