@@ -9,7 +9,8 @@ Wick's rule a^n a^dag^k = sum_r r! C(n, r) C(k, r) a^dag^(k-r) a^(n-r).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import reduce
 from math import comb, factorial
 from typing import Any
 
@@ -155,6 +156,33 @@ class BosonOp:
         """Whether the operator equals its conjugate up to `tol` per coefficient."""
         diff = (self - self.dag())._terms
         return all(abs(c) <= tol for c in diff.values())
+
+    def to_matrix(self, cutoffs: Sequence[int]) -> np.ndarray:
+        """The operator in the truncated Fock basis of modes with these cut-offs
+        (first mode most significant, as `qflow_jax.tensor`).
+
+        Example:
+            >>> (adag(0) @ a(1)).to_matrix([3, 3]).shape
+            (9, 9)
+        """
+        cutoffs = [int(d) for d in cutoffs]
+        if len(cutoffs) < self.n_modes or any(d < 1 for d in cutoffs):
+            raise ValueError(
+                f"`cutoffs` must give a positive cut-off for each of the "
+                f"{self.n_modes} modes, got {cutoffs}"
+            )
+        lowers = [np.diag(np.sqrt(np.arange(1.0, d)), 1) for d in cutoffs]
+        out = np.zeros((int(np.prod(cutoffs)),) * 2, complex)
+        for key, c in self._terms.items():
+            powers = {j: (m, n) for j, m, n in key}
+            mats = []
+            for j, low in enumerate(lowers):
+                m, n = powers.get(j, (0, 0))
+                mats.append(
+                    np.linalg.matrix_power(low.T, m) @ np.linalg.matrix_power(low, n)
+                )
+            out += c * reduce(np.kron, mats)
+        return out
 
     def __repr__(self) -> str:
         return f"BosonOp({self})"

@@ -1,27 +1,10 @@
 """Shared model zoo and Fock-basis references for the Husimi tests."""
 
-from functools import reduce
 from math import factorial
 
 import numpy as np
 
-from qflow_jax import create, destroy
 from qflow_jax.husimi import a, adag
-
-
-def op_matrix(op, cutoffs):
-    """Fock matrix of a BosonOp on modes with the given cut-offs."""
-    n = int(np.prod(cutoffs))
-    out = np.zeros((n, n), complex)
-    for key, c in op.terms.items():
-        factors = {j: (m, k) for j, m, k in key}
-        mats = []
-        for j, d in enumerate(cutoffs):
-            m, k = factors.get(j, (0, 0))
-            ad, am = np.asarray(create(d)), np.asarray(destroy(d))
-            mats.append(np.linalg.matrix_power(ad, m) @ np.linalg.matrix_power(am, k))
-        out += c * reduce(np.kron, mats)
-    return out
 
 
 def lindbladian(H, jumps, rho):

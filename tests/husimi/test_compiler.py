@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _models import coherent_vec, lindbladian, models, op_matrix, random_rho
+from _models import coherent_vec, lindbladian, models, random_rho
 
-import qflow_jax  # noqa: F401  (enables float64)
+import qflow_jax as qf  # enables float64
 from qflow_jax.husimi import (
     BosonOp,
     a,
@@ -80,8 +80,8 @@ def test_apply_equals_fock_lindbladian(name, H, jumps, n_modes):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     cutoffs = [12] * n_modes
     rho = random_rho(rng, cutoffs, support=4)
-    Hm = op_matrix(H, cutoffs)
-    Lm = [op_matrix(L, cutoffs) for L in jumps]
+    Hm = H.to_matrix(cutoffs)
+    Lm = [L.to_matrix(cutoffs) for L in jumps]
     drho = lindbladian(Hm, Lm, rho)
     alphas = rng.normal(size=(5, n_modes)) + 1j * rng.normal(size=(5, n_modes))
     ref = []
@@ -118,3 +118,15 @@ def test_algebra_normal_ordering():
     assert str(a(0) @ adag(0)) == "1 + a0^dag a0"
     with pytest.raises(ValueError, match="`j`"):
         a(-1)
+
+
+def test_to_matrix_matches_tensor_products_of_ladder_operators():
+    a0 = np.kron(np.asarray(qf.destroy(3)), np.eye(4))
+    a1 = np.kron(np.eye(3), np.asarray(qf.destroy(4)))
+    op = 0.5 * adag(0) @ a(1) + (1 - 2j) * adag(1) @ adag(1) @ a(1) + 3.0
+    expected = 0.5 * a0.conj().T @ a1 + (1 - 2j) * a1.conj().T @ a1.conj().T @ a1
+    np.testing.assert_allclose(
+        op.to_matrix([3, 4]), expected + 3.0 * np.eye(12), atol=1e-12
+    )
+    with pytest.raises(ValueError, match="`cutoffs`"):
+        op.to_matrix([3])
