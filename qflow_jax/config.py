@@ -20,7 +20,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["REQUIRED", "ConfigError", "Field", "load_yaml", "validate"]
+__all__ = [
+    "REQUIRED",
+    "ConfigError",
+    "Field",
+    "at_least_two",
+    "load_yaml",
+    "non_negative",
+    "positive",
+    "validate",
+]
 
 
 class ConfigError(ValueError):
@@ -75,6 +84,11 @@ def positive(value: Any) -> str | None:
 def non_negative(value: Any) -> str | None:
     """Check for `Field.check`: number >= 0."""
     return None if value >= 0 else "must be >= 0"
+
+
+def at_least_two(value: Any) -> str | None:
+    """Check for `Field.check`: an integer count >= 2 (e.g. save times)."""
+    return None if value >= 2 else "must be >= 2"
 
 
 def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, Any]:

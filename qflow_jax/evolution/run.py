@@ -19,7 +19,14 @@ import numpy as np
 import scipy.linalg as sla
 from tqdm import tqdm
 
-from qflow_jax.config import ConfigError, Field, non_negative, positive, validate
+from qflow_jax.config import (
+    ConfigError,
+    Field,
+    at_least_two,
+    non_negative,
+    positive,
+    validate,
+)
 from qflow_jax.evolution.euler_kl import EulerKLSettings, euler_kl_evolve
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, tdvp_evolve
@@ -95,7 +102,7 @@ QFLOW_SCHEMA: dict[str, Any] = {
     },
     "times": {
         "t_end": Field(float, 2.0, check=positive, doc="final time"),
-        "n_save": Field(int, 11, check=lambda v: None if v >= 2 else "must be >= 2"),
+        "n_save": Field(int, 11, check=at_least_two),
     },
     "seed": Field(int, 0),
     "eval_samples": Field(

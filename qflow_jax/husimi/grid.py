@@ -375,75 +375,53 @@ _SOLVE_DOC = """Solves the compiled Q-PDE on a grid with {what}.
     """
 
 
-def solve_fd(
-    pde: QPDE,
-    Q0: Any,
-    grid: Grid,
-    tsave: Any,
-    *,
-    solver: dfx.AbstractSolver | None = None,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
-    dt0: float | None = None,
-    stepsize_controller: dfx.AbstractStepSizeController | None = None,
-    max_steps: int = 100_000,
-    max_memory: int | None = None,
-) -> GridSolution:
-    return _solve_grid(
-        pde,
-        Q0,
-        grid,
-        tsave,
-        "fd",
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        stepsize_controller=stepsize_controller,
-        max_steps=max_steps,
-        max_memory=max_memory,
-    )
+def _grid_solver(method: str, what: str, detail: str) -> Callable[..., GridSolution]:
+    """The public solver for one discretisation `method` ("fd" or "spectral")."""
+
+    def solve(
+        pde: QPDE,
+        Q0: Any,
+        grid: Grid,
+        tsave: Any,
+        *,
+        solver: dfx.AbstractSolver | None = None,
+        rtol: float = 1e-6,
+        atol: float = 1e-9,
+        dt0: float | None = None,
+        stepsize_controller: dfx.AbstractStepSizeController | None = None,
+        max_steps: int = 100_000,
+        max_memory: int | None = None,
+    ) -> GridSolution:
+        return _solve_grid(
+            pde,
+            Q0,
+            grid,
+            tsave,
+            method,
+            solver=solver,
+            rtol=rtol,
+            atol=atol,
+            dt0=dt0,
+            stepsize_controller=stepsize_controller,
+            max_steps=max_steps,
+            max_memory=max_memory,
+        )
+
+    name = f"solve_{method}"
+    solve.__name__ = solve.__qualname__ = name
+    solve.__doc__ = _SOLVE_DOC.format(what=what, detail=detail, name=name)
+    return solve
 
 
-def solve_spectral(
-    pde: QPDE,
-    Q0: Any,
-    grid: Grid,
-    tsave: Any,
-    *,
-    solver: dfx.AbstractSolver | None = None,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
-    dt0: float | None = None,
-    stepsize_controller: dfx.AbstractStepSizeController | None = None,
-    max_steps: int = 100_000,
-    max_memory: int | None = None,
-) -> GridSolution:
-    return _solve_grid(
-        pde,
-        Q0,
-        grid,
-        tsave,
-        "spectral",
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        stepsize_controller=stepsize_controller,
-        max_steps=max_steps,
-        max_memory=max_memory,
-    )
-
-
-solve_fd.__doc__ = _SOLVE_DOC.format(
+solve_fd = _grid_solver(
+    "fd",
     what="second-order central finite differences",
     detail="central differences of second order for every derivative, Q = 0 "
     "outside the box",
-    name="solve_fd",
 )
-solve_spectral.__doc__ = _SOLVE_DOC.format(
+solve_spectral = _grid_solver(
+    "spectral",
     what="pseudo-spectral (FFT) derivatives",
     detail="exact derivatives of the trigonometric interpolant on the periodic box, "
     "Nyquist mode dropped for odd orders",
-    name="solve_spectral",
 )

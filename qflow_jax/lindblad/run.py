@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from qflow_jax.config import ConfigError, Field, positive, validate
+from qflow_jax.config import ConfigError, Field, at_least_two, positive, validate
 from qflow_jax.lindblad.mesolve import SOLVERS, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
 from qflow_jax.runs import RunFolder, versions
@@ -36,7 +36,7 @@ _COMMON_SCHEMA: dict[str, Any] = {
     "name": Field(str, "lindblad", doc="run name (default output folder runs/NAME)"),
     "times": {
         "t_end": Field(float, 10.0, check=positive, doc="final time"),
-        "n_save": Field(int, 101, check=lambda v: None if v >= 2 else "must be >= 2"),
+        "n_save": Field(int, 101, check=at_least_two),
     },
     "solver": {
         "method": Field(str, "auto", choices=METHODS),

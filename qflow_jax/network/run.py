@@ -21,6 +21,7 @@ from qflow_jax.config import (
     REQUIRED,
     ConfigError,
     Field,
+    at_least_two,
     load_yaml,
     non_negative,
     positive,
@@ -96,9 +97,9 @@ BLENDED_SCHEMA: dict[str, Any] = {
         "g": Field(float, 0.5, doc="collective coupling"),
         "kappa": Field(float, 0.2, check=non_negative, doc="mode decay rate"),
     },
-    "time": {
+    "times": {
         "t_end": Field(float, 10.0, check=positive, doc="final time"),
-        "n_save": Field(int, 201, check=lambda v: None if v >= 2 else "must be >= 2"),
+        "n_save": Field(int, 201, check=at_least_two),
     },
     "solver": {
         "method": Field(str, "tsit5", choices=METHODS),
@@ -286,7 +287,7 @@ def run_blended(
     notes += [str(w.message) for w in caught if "disconnected" in str(w.message)]
     n = net.n
     rho0s = initial_states(cfg["network"]["initial"], n)
-    tsave = np.linspace(0.0, cfg["time"]["t_end"], cfg["time"]["n_save"])
+    tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     scfg, dcfg = cfg["solver"], cfg["dicke"]
     opts = {"method": scfg["method"], "rtol": scfg["rtol"], "atol": scfg["atol"]}
 

@@ -56,6 +56,17 @@ def _solver(method: str | dfx.AbstractSolver, rtol: float, atol: float):
     return cls[method](root_finder=root), method.startswith("kencarp")
 
 
+def _solver_and_fields(field_cls, network, method, rtol, atol):
+    """The solver and its vector fields: (local, swap) parts for IMEX, else one."""
+    solver, imex = _solver(method, rtol, atol)
+    if imex:
+        return solver, (
+            field_cls.build(network, "local"),
+            field_cls.build(network, "swap"),
+        )
+    return solver, (field_cls.build(network),)
+
+
 def _check_tsave(tsave: Any) -> jax.Array:
     t = np.asarray(tsave, dtype=float)
     if t.ndim != 1 or t.shape[0] < 2:
@@ -251,14 +262,7 @@ def network_mesolve(
         raise TypeError(
             f"`network` must be a QubitNetwork, got {type(network).__name__}"
         )
-    solver, imex = _solver(method, rtol, atol)
-    if imex:
-        vfs = (
-            NetworkVectorField.build(network, "local"),
-            NetworkVectorField.build(network, "swap"),
-        )
-    else:
-        vfs = (NetworkVectorField.build(network),)
+    solver, vfs = _solver_and_fields(NetworkVectorField, network, method, rtol, atol)
     return _run_network(
         vfs, network.n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
     )
@@ -398,14 +402,7 @@ def solve_reduced(
     if arr.shape != (n, 2, 2):
         raise ValueError(f"`rho0` must have shape (n={n}, 2, 2), got {arr.shape}")
     _check_density(arr, "rho0")
-    solver, imex = _solver(method, rtol, atol)
-    if imex:
-        vfs = (
-            ReducedVectorField.build(network, "local"),
-            ReducedVectorField.build(network, "swap"),
-        )
-    else:
-        vfs = (ReducedVectorField.build(network),)
+    solver, vfs = _solver_and_fields(ReducedVectorField, network, method, rtol, atol)
     states, stats, ok = _solve_reduced(
         vfs, solver, jnp.asarray(arr), tsave, rtol, atol, max_steps
     )

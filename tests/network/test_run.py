@@ -19,7 +19,7 @@ def test_shipped_configs_validate():
 
 def test_run_blended_writes_summary_and_plots(tmp_path):
     cfg = load_yaml("configs/network_path3.yaml")
-    cfg["time"] = {"t_end": 6.0, "n_save": 61}
+    cfg["times"] = {"t_end": 6.0, "n_save": 61}
     cfg["sweep"] = {"ks": [30.0, 100.0, 300.0]}
     summary = run_blended(cfg, tmp_path)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -42,7 +42,7 @@ def test_run_blended_reports_disconnected_graph(tmp_path):
     cfg["network"] |= {"n": 4, "graph": "custom", "edges": [[0, 1, 1.0], [2, 3, 1.0]]}
     cfg["network"]["fields"] = [[0.3, 0, 0.5]] * 2 + [[0, 0.4, 1.0]] * 2
     cfg["network"]["initial"] = ["0", "1", "0", "1"]
-    cfg["time"] = {"t_end": 4.0, "n_save": 41}
+    cfg["times"] = {"t_end": 4.0, "n_save": 41}
     cfg["sweep"] = {"ks": [30.0, 100.0]}
     summary = run_blended(cfg, tmp_path)
     assert summary["components"] == [[0, 1], [2, 3]]
