@@ -6,15 +6,14 @@ import json
 import os
 import platform
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RunFolder", "to_jsonable", "versions"]
+__all__ = ["RunFolder", "pyplot", "to_jsonable", "versions"]
 
 _PACKAGES = ("qflow_jax", "jax", "jaxlib", "diffrax", "equinox", "flax", "optax")
 
@@ -63,7 +62,6 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.started = time.time()
 
     def _atomic(self, name: str, write: Any, suffix: str) -> Path:
         target = self.path / name
@@ -101,12 +99,7 @@ class RunFolder:
         logy: bool = False,
     ) -> Path:
         """Line plot of named curves vs `t`; `references` are drawn dashed in black."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+        fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=120)
         for label, y in curves.items():
             ax.plot(np.asarray(t), np.asarray(y), label=label, lw=1.8)
         for label, y in (references or {}).items():
@@ -119,10 +112,21 @@ class RunFolder:
             ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        return self.save_figure(name, fig)
+
+    def save_figure(self, name: str, fig: Any) -> Path:
+        """Writes a matplotlib figure as PNG (atomically) and closes it."""
         fig.tight_layout()
         path = self._atomic(name, lambda p: fig.savefig(p, format="png"), ".png")
-        plt.close(fig)
+        pyplot().close(fig)
         return path
 
-    def file_names(self) -> Sequence[str]:
-        return sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

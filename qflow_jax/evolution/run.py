@@ -32,7 +32,7 @@ from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, tdvp_evolve
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import a, adag, compile_qpde
-from qflow_jax.runs import RunFolder, to_jsonable, versions
+from qflow_jax.runs import RunFolder, pyplot, to_jsonable, versions
 
 __all__ = ["DEFAULT_QFLOW_CONFIG", "QFLOW_SCHEMA", "run_qflow"]
 
@@ -359,16 +359,13 @@ def run_qflow(
 
 def _plot_snapshots(run: RunFolder, flow, params, model, t, cfg) -> None:
     """Marginal of (x_0, p_0) at the final time: flow samples next to the exact Q."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x, _ = flow.apply(
         params, jax.random.key(7), 50_000, method=NormalizingFlow.sample_and_log_prob
     )
     y = model.exact_samples(jax.random.key(8), t, 50_000)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), dpi=110, sharex=True, sharey=True)
+    fig, axes = pyplot().subplots(
+        1, 2, figsize=(8, 3.8), dpi=110, sharex=True, sharey=True
+    )
     for ax, pts, title in ((axes[0], x, "flow"), (axes[1], y, "exact")):
         ax.hist2d(
             np.asarray(pts[:, 0]),
@@ -380,6 +377,4 @@ def _plot_snapshots(run: RunFolder, flow, params, model, t, cfg) -> None:
         ax.set_title(f"{title}: Q marginal (x_0, p_0), t = {t:.3g}")
         ax.set_xlabel("x_0")
     axes[0].set_ylabel("p_0")
-    fig.tight_layout()
-    run._atomic("q_snapshot.png", lambda p: fig.savefig(p, format="png"), ".png")
-    plt.close(fig)
+    run.save_figure("q_snapshot.png", fig)

@@ -48,7 +48,7 @@ from qflow_jax.network.model import (
     collective_couplings,
 )
 from qflow_jax.network.solve import METHODS, network_mesolve, product_state
-from qflow_jax.runs import RunFolder, versions
+from qflow_jax.runs import RunFolder, pyplot, versions
 
 __all__ = ["BLENDED_SCHEMA", "build_network", "initial_states", "run_blended"]
 
@@ -238,18 +238,11 @@ def _dicke_reduced(net, rho0s, tsave, dcfg, scfg) -> np.ndarray:
 
 
 def _figure(run: RunFolder, name: str, draw) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=120)
     draw(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run.path / name)
-    plt.close(fig)
+    run.save_figure(name, fig)
     return name
 
 
