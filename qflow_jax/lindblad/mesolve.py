@@ -63,22 +63,21 @@ Term = tuple[Callable[[jax.Array], jax.Array] | None, jax.Array]
 
 
 def _split_terms(
-    x: Any, name: str, dtype: Any, t0: float
+    x: Any, name: str, dtype: Any, t0: float, n: int
 ) -> tuple[list[Term], list[Callable[[jax.Array], jax.Array]]]:
     """Splits H (or one jump operator) into constant/modulated arrays and callables."""
     if callable(x) and not hasattr(x, "shape") and type(x).__name__ != "Qobj":
-        value = jnp.asarray(x(jnp.asarray(t0)))
-        if value.ndim != 2:
+        shape = tuple(jnp.shape(x(jnp.asarray(t0))))
+        if shape != (n, n):
             raise ValueError(
-                f"`{name}` is a callable of t and must return an (n, n) matrix, got "
-                f"shape {tuple(value.shape)} at t={t0}"
+                f"`{name}` is a callable of t that returns shape {shape}, expected "
+                f"({n}, {n}) at t={t0}"
             )
-        check_square(value, name)
         return [], [lambda t, f=x: jnp.asarray(f(t), dtype=dtype)]
     if isinstance(x, list | tuple) and not _is_pair(x):
         terms, fns = [], []
         for i, item in enumerate(x):
-            t_i, f_i = _split_terms(item, f"{name}[{i}]", dtype, t0)
+            t_i, f_i = _split_terms(item, f"{name}[{i}]", dtype, t0, n)
             terms += t_i
             fns += f_i
         return terms, fns
@@ -403,11 +402,11 @@ def mesolve(
     t0 = float(np.asarray(tsave)[0]) if is_concrete(tsave) else 0.0
     _check_state(rho0, 1e-6 if dtype == jnp.complex128 else 1e-4)
 
-    h_terms, h_fns = _split_terms(H, "H", dtype, t0)
+    h_terms, h_fns = _split_terms(H, "H", dtype, t0, n)
     jumps = _jump_list(jump_ops)
     l_terms, l_fns = [], []
     for k, L in enumerate(jumps):
-        t_k, f_k = _split_terms(L, f"jump_ops[{k}]", dtype, t0)
+        t_k, f_k = _split_terms(L, f"jump_ops[{k}]", dtype, t0, n)
         l_terms += t_k
         l_fns += f_k
     for name, arr in [("H", a) for _, a in h_terms] + [
@@ -416,12 +415,6 @@ def mesolve(
         if arr.shape[-1] != n:
             raise ValueError(
                 f"`{name}` has dimension {arr.shape[-1]} but `rho0` has dimension {n}"
-            )
-    for i, fn in enumerate(h_fns + l_fns):
-        if fn(jnp.asarray(t0)).shape != (n, n):
-            raise ValueError(
-                f"time-dependent operator {i} returns shape "
-                f"{tuple(fn(jnp.asarray(t0)).shape)}, expected ({n}, {n})"
             )
     for c, a in h_terms:
         if c is None and is_concrete(a):
