@@ -6,6 +6,7 @@ from qflow_jax.husimi.compiler import QPDE, compile_qpde
 from qflow_jax.husimi.grid import (
     Grid,
     GridSolution,
+    added_diffusion,
     estimate_grid_memory,
     solve_fd,
     solve_spectral,
@@ -35,6 +36,7 @@ __all__ = [
     "coherent_q",
     "compile_qpde",
     "dlogq_dt",
+    "added_diffusion",
     "estimate_grid_memory",
     "fock_q",
     "husimi_q",

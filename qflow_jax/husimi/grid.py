@@ -9,6 +9,16 @@ resulting ODE system dQ/dt = sum_m c_m(X) D^m Q (method of lines) with diffrax:
 
 Memory grows like prod_k G_k: both refuse, before allocating, a grid whose estimated
 footprint exceeds `max_memory`.
+
+Stabilisation (opt-in, `stabilize=True`, second-order PDEs only): where the symmetric
+second-order coefficient matrix D(x) has a negative eigenvalue (backward-parabolic
+regions, e.g. far out for Kerr models, where U |alpha|^2 beats the damping), the PDE is
+ill-posed and fine grids blow up. The solvers then add the isotropic diffusion
+nu(x) * Laplacian(Q), nu(x) = max(0, -lambda_min(D(x))), precomputed once on the grid
+and discretised like the other derivatives, so D + nu I is positive semidefinite at
+every grid point. This changes the PDE wherever nu > 0: the result is only trustworthy
+when Q is negligible there, which `GridSolution.q_mass_stabilized` and
+`GridSolution.q_max_stabilized` report.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from qflow_jax.husimi.compiler import QPDE
 __all__ = [
     "Grid",
     "GridSolution",
+    "added_diffusion",
     "estimate_grid_memory",
     "solve_fd",
     "solve_spectral",
@@ -40,6 +51,11 @@ _METHODS = ("fd", "spectral")
 # half-spectrum is complex) temporaries; +1 for evaluating Q0.
 _STATE_COPIES = 11
 _RHS_COPIES = {"fd": 3, "spectral": 4}
+# stabilize: nu(x) and the region mask are kept, the Laplacian needs a temporary.
+_STABILIZE_COPIES = 2
+# nu(x) below this times max |D| over the grid is floating-point noise of a
+# semidefinite D (e.g. D = 0 for a Hamiltonian part alone), not an indefinite one.
+_NU_RELATIVE_TOL = 1e-12
 
 
 def _per_axis(value: Any, dim: int, name: str, kind: type) -> tuple:
@@ -139,11 +155,15 @@ class Grid(eqx.Module):
         return jax.lax.map(slab, first)
 
 
-def estimate_grid_memory(grid: Grid, method: str, n_save: int) -> int:
+def estimate_grid_memory(
+    grid: Grid, method: str, n_save: int, *, stabilize: bool = False
+) -> int:
     """Estimated peak bytes of a float64 grid solve (state copies + saved frames)."""
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
     copies = _STATE_COPIES + _RHS_COPIES[method] + n_save
+    if stabilize:
+        copies += _STABILIZE_COPIES
     return 8 * grid.n_points * copies
 
 
@@ -183,12 +203,44 @@ def _fd_derivative(Q: jax.Array, axis: int, order: int, h: float) -> jax.Array:
     return out / h**order
 
 
+def _check_second_order(pde: QPDE) -> None:
+    if pde.max_order > 2:
+        raise ValueError(
+            "`stabilize=True` only handles second-order PDEs, but this one has "
+            f"derivatives of order {pde.max_order}"
+        )
+
+
+def added_diffusion(pde: QPDE, grid: Grid) -> jax.Array:
+    """nu(x) = max(0, -lambda_min(D(x))) on the grid, shape `grid.shape`.
+
+    D(x) is the symmetric second-order coefficient matrix (`QPDE.diffusion_matrix`,
+    order-2 terms only), so D + nu I is positive semidefinite at every grid point; nu
+    is 0 where D is already semidefinite. Values below 1e-12 max |D| are set to 0
+    (round-off of a semidefinite D). This is the diffusion `stabilize=True` adds.
+
+    Raises:
+        ValueError: if the PDE has derivatives of order > 2 (not handled).
+    """
+    _check_second_order(pde)
+
+    def lam_and_scale(pts):
+        D = pde.diffusion_matrix(pts)
+        return jnp.linalg.eigvalsh(D)[..., 0], jnp.max(jnp.abs(D), axis=(-2, -1))
+
+    lam, scale = grid.evaluate(lam_and_scale)
+    tol = _NU_RELATIVE_TOL * jnp.maximum(jnp.max(scale), 1.0)
+    return jnp.where(-lam > tol, -lam, 0.0)
+
+
 class GridVectorField(eqx.Module):
-    """dQ/dt = sum_m c_m(X) D^m Q on a grid, D^m by finite differences or FFT."""
+    """dQ/dt = sum_m c_m(X) D^m Q [+ nu(X) Laplacian(Q)] on a grid, D^m by finite
+    differences or FFT; the nu term only when `nu` (the added diffusion) is given."""
 
     pde: QPDE
     grid: Grid
     method: str = eqx.field(static=True)
+    nu: jax.Array | None = None
 
     def _coefficient(self, poly, X: list[jax.Array]) -> jax.Array:
         total = 0.0
@@ -230,7 +282,18 @@ class GridVectorField(eqx.Module):
                     if m:
                         dQ = _fd_derivative(dQ, axis, m, self.grid.spacing[axis])
             out = out + self._coefficient(poly, X) * dQ
+        if self.nu is not None:
+            out = out + self.nu * self._laplacian(Q, Qhat)
         return out
+
+    def _laplacian(self, Q: jax.Array, Qhat: jax.Array | None) -> jax.Array:
+        if self.method == "spectral":
+            mult = sum(
+                self._spectral_multiplier(tuple(2 * (i == k) for i in range(Q.ndim)))
+                for k in range(Q.ndim)
+            )
+            return jnp.fft.irfftn(Qhat * mult, s=Q.shape)
+        return sum(_fd_derivative(Q, k, 2, h) for k, h in enumerate(self.grid.spacing))
 
 
 class GridSolution(eqx.Module):
@@ -244,6 +307,13 @@ class GridSolution(eqx.Module):
         memory_bytes: estimated peak memory of the solve.
         method: "fd" or "spectral".
         num_steps: accepted + rejected steps taken by diffrax.
+        max_added_diffusion: with `stabilize=True`, the largest nu(x) added to the
+            PDE over the grid (0: the PDE was not modified); None otherwise.
+        q_mass_stabilized: with `stabilize=True`, (nt,) integral of Q at tsave over
+            the grid points where nu > 0, i.e. where the solved PDE differs from the
+            given one; None otherwise.
+        q_max_stabilized: with `stabilize=True`, (nt,) max |Q| at tsave over those
+            points; None otherwise.
     """
 
     tsave: jax.Array
@@ -253,6 +323,9 @@ class GridSolution(eqx.Module):
     memory_bytes: int = eqx.field(static=True)
     method: str = eqx.field(static=True)
     num_steps: jax.Array
+    max_added_diffusion: jax.Array | None = None
+    q_mass_stabilized: jax.Array | None = None
+    q_max_stabilized: jax.Array | None = None
 
 
 def _solve_grid(
@@ -269,6 +342,7 @@ def _solve_grid(
     stepsize_controller: dfx.AbstractStepSizeController | None,
     max_steps: int,
     max_memory: int | None,
+    stabilize: bool,
 ) -> GridSolution:
     if not isinstance(pde, QPDE):
         raise TypeError(
@@ -286,8 +360,12 @@ def _solve_grid(
             "`tsave` must be a strictly increasing 1-D array of >= 2 times, got "
             f"{tsave}"
         )
+    if not isinstance(stabilize, bool):
+        raise TypeError(f"`stabilize` must be a bool, got {stabilize!r}")
+    if stabilize:
+        _check_second_order(pde)
     limit = int(0.5 * _available_memory()) if max_memory is None else int(max_memory)
-    need = estimate_grid_memory(grid, method, tsave.shape[0])
+    need = estimate_grid_memory(grid, method, tsave.shape[0], stabilize=stabilize)
     if need > limit:
         raise MemoryError(
             f"grid {'x'.join(map(str, grid.shape))} = {grid.n_points:.3g} points needs "
@@ -304,8 +382,12 @@ def _solve_grid(
                 f"got shape {y0.shape}"
             )
     controller = stepsize_controller or dfx.PIDController(rtol=rtol, atol=atol)
+    nu = added_diffusion(pde, grid) if stabilize else None
+    # nu = 0 everywhere (semidefinite D): leave the vector field exactly as without
+    # stabilisation; the solution still reports max_added_diffusion = 0.
+    modified = nu is not None and bool(jnp.any(nu > 0))
     return _run(
-        GridVectorField(pde, grid, method),
+        GridVectorField(pde, grid, method, nu if modified else None),
         y0,
         tsave,
         solver or dfx.Tsit5(),
@@ -313,13 +395,22 @@ def _solve_grid(
         dt0,
         max_steps,
         need,
+        nu,
     )
 
 
 @eqx.filter_jit
-def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need) -> GridSolution:
+def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need, nu) -> GridSolution:
     vol = vf.grid.cell_volume
-    saveat = dfx.SaveAt(ts=tsave, fn=lambda t, y, args: (y, jnp.sum(y) * vol))
+
+    def save(t, y, args):
+        out = (y, jnp.sum(y) * vol)
+        if nu is None:
+            return out
+        inside = jnp.where(nu > 0, y, 0.0)
+        return (*out, jnp.sum(inside) * vol, jnp.max(jnp.abs(inside)))
+
+    saveat = dfx.SaveAt(ts=tsave, fn=save)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(vf),
         solver,
@@ -331,17 +422,25 @@ def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need) -> GridSolutio
         stepsize_controller=controller,
         max_steps=max_steps,
     )
-    Q, integral = sol.ys
+    Q, integral = sol.ys[:2]
     bound = 10 * jnp.maximum(jnp.max(jnp.abs(y0)), jnp.pi ** (-vf.grid.dim / 2))
+    if nu is None:
+        remedy = (
+            "pass `stabilize=True` (adds diffusion where D(x) is indefinite; second "
+            "order only), use a coarser grid or a Fock solve"
+        )
+    else:
+        remedy = "use a coarser grid, a smaller box or a Fock solve"
     Q = eqx.error_if(
         Q,
         ~jnp.all(jnp.isfinite(Q)) | (jnp.max(jnp.abs(Q)) > bound),
         "the grid solution blew up (|Q| > 10 max(|Q0|, pi^-N)): a PDE that is not "
         "Fokker-Planck (QPDE.is_fokker_planck() is False: indefinite diffusion or "
-        "order > 2) is ill-posed on fine grids; use a coarser grid or a Fock solve",
+        f"order > 2) is ill-posed on fine grids; {remedy}",
     )
+    stab = (None, None, None) if nu is None else (jnp.max(nu), *sol.ys[2:])
     return GridSolution(
-        tsave, Q, integral, vf.grid, need, vf.method, sol.stats["num_steps"]
+        tsave, Q, integral, vf.grid, need, vf.method, sol.stats["num_steps"], *stab
     )
 
 
@@ -364,9 +463,25 @@ _SOLVE_DOC = """Solves the compiled Q-PDE on a grid with {what}.
         max_memory: refuse grids whose estimated footprint exceeds this many bytes
             (default: half the available memory), raising MemoryError before
             allocating anything.
+        stabilize: opt-in; solve a modified PDE that is well-posed where the given
+            one is backward-parabolic. At every grid point nu(x) =
+            max(0, -lambda_min(D(x))), D(x) the symmetric matrix of the second-order
+            coefficients, is computed once (`added_diffusion`) and
+            nu(x) * Laplacian(Q) is added to the right-hand side ({lap}), so the
+            local diffusion D + nu I is positive semidefinite. Where D is already
+            semidefinite (everywhere for a Fokker-Planck PDE) nothing changes. The
+            answer is only that of the given PDE if Q is negligible where nu > 0:
+            check `max_added_diffusion`, `q_mass_stabilized` and `q_max_stabilized`
+            of the result. Raises ValueError for PDEs of order > 2.
 
     Returns:
-        `GridSolution` with Q at tsave, the integral of Q, grid and memory estimate.
+        `GridSolution` with Q at tsave, the integral of Q, grid and memory estimate
+        (and, with `stabilize=True`, what the stabilisation added and where).
+
+    Raises:
+        equinox's runtime error if the solution blew up (non-finite, or |Q| above 10
+        max(|Q0|, pi^-N)): typical of indefinite diffusion on a fine grid without
+        `stabilize=True`.
 
     Example:
         >>> pde = compile_qpde(adag(0) @ a(0), [0.5 * a(0)])
@@ -375,7 +490,9 @@ _SOLVE_DOC = """Solves the compiled Q-PDE on a grid with {what}.
     """
 
 
-def _grid_solver(method: str, what: str, detail: str) -> Callable[..., GridSolution]:
+def _grid_solver(
+    method: str, what: str, detail: str, lap: str
+) -> Callable[..., GridSolution]:
     """The public solver for one discretisation `method` ("fd" or "spectral")."""
 
     def solve(
@@ -391,6 +508,7 @@ def _grid_solver(method: str, what: str, detail: str) -> Callable[..., GridSolut
         stepsize_controller: dfx.AbstractStepSizeController | None = None,
         max_steps: int = 100_000,
         max_memory: int | None = None,
+        stabilize: bool = False,
     ) -> GridSolution:
         return _solve_grid(
             pde,
@@ -405,11 +523,12 @@ def _grid_solver(method: str, what: str, detail: str) -> Callable[..., GridSolut
             stepsize_controller=stepsize_controller,
             max_steps=max_steps,
             max_memory=max_memory,
+            stabilize=stabilize,
         )
 
     name = f"solve_{method}"
     solve.__name__ = solve.__qualname__ = name
-    solve.__doc__ = _SOLVE_DOC.format(what=what, detail=detail, name=name)
+    solve.__doc__ = _SOLVE_DOC.format(what=what, detail=detail, name=name, lap=lap)
     return solve
 
 
@@ -418,10 +537,12 @@ solve_fd = _grid_solver(
     what="second-order central finite differences",
     detail="central differences of second order for every derivative, Q = 0 "
     "outside the box",
+    lap="central differences, Q = 0 outside the box",
 )
 solve_spectral = _grid_solver(
     "spectral",
     what="pseudo-spectral (FFT) derivatives",
     detail="exact derivatives of the trigonometric interpolant on the periodic box, "
     "Nyquist mode dropped for odd orders",
+    lap="FFT on the periodic box",
 )

@@ -1,3 +1,5 @@
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from qflow_jax.husimi import (
     solve_fd,
     solve_spectral,
 )
+from qflow_jax.husimi.grid import added_diffusion
 
 W, G_DAMP, ALPHA0, T = 1.0, 0.5, 1.0 + 0.5j, 1.0
 DAMPED = compile_qpde(W * adag(0) @ a(0), [np.sqrt(G_DAMP) * a(0)])
@@ -89,12 +92,13 @@ def test_four_dimensional_hopping_against_exact_coherent_product():
     np.testing.assert_allclose(fd.integral, 1.0, atol=2e-5)
 
 
-def test_spectral_matches_fock_space_kerr_solve():
-    # Kerr + damping. The Kerr diffusion is indefinite (backward-parabolic where
-    # U |alpha|^2 > g), so only a coarse grid whose top wavenumbers the damping
-    # still controls over t = 1 is stable: spectral, G = 24.
-    U, g, a0, N = 0.1, 1.0, 1.0, 30
-    pde = compile_qpde(U / 2 * adag(0) ** 2 @ a(0) ** 2, [np.sqrt(g) * a(0)])
+def _kerr_pde(U, g):
+    return compile_qpde(U / 2 * adag(0) ** 2 @ a(0) ** 2, [np.sqrt(g) * a(0)])
+
+
+@functools.cache
+def _kerr_reference(U, g, a0, N=30):
+    """Q at t = T of Kerr + damping from a Fock-space solve (mesolve + q_from_rho)."""
     A = destroy(N)
     Ad = A.conj().T
     res = mesolve(
@@ -105,8 +109,17 @@ def test_spectral_matches_fock_space_kerr_solve():
         rtol=1e-10,
         atol=1e-12,
     )
+    return q_from_rho(res.final_state)
+
+
+def test_spectral_matches_fock_space_kerr_solve():
+    # Kerr + damping. The Kerr diffusion is indefinite (backward-parabolic where
+    # U |alpha|^2 > g), so only a coarse grid whose top wavenumbers the damping
+    # still controls over t = 1 is stable: spectral, G = 24.
+    U, g, a0 = 0.1, 1.0, 1.0
+    pde = _kerr_pde(U, g)
     grid = Grid(2, 24, 4.5)
-    ref = grid.evaluate(q_from_rho(res.final_state))
+    ref = grid.evaluate(_kerr_reference(U, g, a0))
     sol = solve_spectral(pde, coherent_q(a0), grid, jnp.array([0.0, T]), rtol=1e-8)
     assert float(jnp.max(jnp.abs(sol.Q[-1] - ref))) < 1e-3
     # the Kerr term matters at this tolerance: pure damping differs by > 1e-2
@@ -114,12 +127,82 @@ def test_spectral_matches_fock_space_kerr_solve():
     assert float(jnp.max(jnp.abs(damped - ref))) > 1e-2
 
 
-def test_fd_refuses_to_return_a_blown_up_kerr_solution():
-    pde = compile_qpde(0.5 * adag(0) ** 2 @ a(0) ** 2, [np.sqrt(0.2) * a(0)])
-    with pytest.raises(Exception, match="blew up"):
-        solve_fd(
-            pde, coherent_q(1.0), Grid(2, 64, 5.0), jnp.array([0.0, T]), max_steps=4000
+# Kerr + damping where the Kerr term is clearly visible (pure damping differs from the
+# Fock reference by ~3.5e-2 at t = T) and the Fock solve needs no more than 30 levels.
+# D(x) has eigenvalues g/4 -+ U |alpha|^2 / 4: backward-parabolic for |alpha| >
+# sqrt(g / U) = 5, where Q <= exp(-(5 - a0)^2) / pi ~ 4e-5 at all times.
+KERR_U, KERR_G, KERR_A0, KERR_L = 0.04, 1.0, 2.0, 6.0
+# fd: h = 0.05, second-order error ~ 0.18 h^2 = 4.5e-4 (1.0e-3 at h = 0.075);
+# spectral: h = 0.125, half the spacing of the stable unstabilised G = 48 (without
+# `stabilize` the error is already 2e-5 at G = 64 and G = 96 blows up), error ~ 6e-7.
+KERR_POINTS = {"fd": 240, "spectral": 96}
+
+
+@pytest.mark.parametrize("solve", [solve_fd, solve_spectral], ids=["fd", "spectral"])
+def test_stabilized_solvers_match_fock_space_kerr_solve(solve):
+    U, g, a0, L = KERR_U, KERR_G, KERR_A0, KERR_L
+    grid = Grid(2, KERR_POINTS[solve.__name__[6:]], L)
+    ref = grid.evaluate(_kerr_reference(U, g, a0))
+    sol = solve(
+        _kerr_pde(U, g),
+        coherent_q(a0),
+        grid,
+        jnp.array([0.0, 0.5, T]),
+        rtol=1e-8,
+        stabilize=True,
+    )
+    assert float(jnp.max(jnp.abs(sol.Q[-1] - ref))) < 1e-3
+    # the Kerr term matters at this tolerance: pure damping differs by > 1e-2
+    damped = grid.evaluate(coherent_q(a0 * np.exp(-g * T / 2)))
+    assert float(jnp.max(jnp.abs(damped - ref))) > 1e-2
+    # what was modified is reported: nu = U |alpha|^2 / 4 - g / 4 peaks at the corner
+    # (-L, -L), and Q is negligible wherever nu > 0
+    np.testing.assert_allclose(sol.max_added_diffusion, U * 2 * L**2 / 4 - g / 4)
+    assert sol.q_mass_stabilized.shape == sol.q_max_stabilized.shape == (3,)
+    assert float(jnp.max(sol.q_max_stabilized)) < 1e-4
+    assert float(jnp.max(jnp.abs(sol.q_mass_stabilized))) < 1e-4
+
+
+@pytest.mark.parametrize("solve", [solve_fd, solve_spectral], ids=["fd", "spectral"])
+def test_grid_solvers_refuse_to_return_a_blown_up_kerr_solution(solve):
+    # the fine grids above, without `stabilize`
+    grid = Grid(2, KERR_POINTS[solve.__name__[6:]], KERR_L)
+    with pytest.raises(Exception, match=r"blew up.*`stabilize=True`"):
+        solve(
+            _kerr_pde(KERR_U, KERR_G),
+            coherent_q(KERR_A0),
+            grid,
+            jnp.array([0.0, T]),
+            rtol=1e-8,
+            max_steps=4000,
         )
+
+
+def test_stabilize_leaves_a_fokker_planck_pde_unchanged():
+    grid = Grid(2, 32, 6.0)
+    tsave = jnp.array([0.0, 0.5, T])
+    for solve in (solve_fd, solve_spectral):
+        plain = solve(DAMPED, coherent_q(ALPHA0), grid, tsave)
+        stab = solve(DAMPED, coherent_q(ALPHA0), grid, tsave, stabilize=True)
+        assert plain.max_added_diffusion is None and plain.q_mass_stabilized is None
+        assert float(stab.max_added_diffusion) == 0.0
+        np.testing.assert_array_equal(stab.q_mass_stabilized, 0.0)
+        np.testing.assert_array_equal(stab.q_max_stabilized, 0.0)
+        np.testing.assert_array_equal(stab.Q, plain.Q)
+    # D = 0 (Hamiltonian only) is semidefinite too
+    hamiltonian = compile_qpde(W * adag(0) @ a(0))
+    np.testing.assert_array_equal(added_diffusion(hamiltonian, grid), 0.0)
+
+
+def test_stabilize_refuses_pdes_above_second_order():
+    pde = compile_qpde(W * adag(0) @ a(0), [np.sqrt(0.5) * a(0) @ a(0)])
+    assert pde.max_order == 4
+    grid = Grid(2, 16, 5.0)
+    for solve in (solve_fd, solve_spectral):
+        with pytest.raises(ValueError, match=r"`stabilize=True`.*order 4"):
+            solve(pde, coherent_q(1.0), grid, jnp.array([0.0, T]), stabilize=True)
+    with pytest.raises(ValueError, match="`stabilize=True`"):
+        added_diffusion(pde, grid)
 
 
 def test_grid_too_large_is_refused_before_allocation():
