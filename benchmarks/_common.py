@@ -41,7 +41,17 @@ def _fmt(x: Any) -> str:
 
 
 def write_json(name: str, data: dict[str, Any]) -> Path:
+    """Writes results/NAME.json (NAME_gpu.json etc. off the CPU backend), with the
+    package versions and the device the run used."""
+    import jax
+
+    backend = jax.default_backend()
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps({"versions": versions(), **data}, indent=2) + "\n")
+    path = RESULTS_DIR / (
+        f"{name}.json" if backend == "cpu" else f"{name}_{backend}.json"
+    )
+    device = {"backend": backend, "device": jax.devices()[0].device_kind}
+    path.write_text(
+        json.dumps({"versions": versions(), **device, **data}, indent=2) + "\n"
+    )
     return path

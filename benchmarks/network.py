@@ -3,8 +3,8 @@
 Model: H_j = (j+1)/2 sigmaz + 0.3 sigmax, L_j = sqrt(0.1) sigmam, swap gain k = 5 on
 a ring, product initial state (|0> on even, |+> on odd qubits), t in [0, 5], 51
 saves, rtol 1e-6, atol 1e-8. n = 4, 6, 8 with all three solvers (second, warm
-call timed), then qflow_jax alone at n = 10 and 11 (time and peak memory, each in a
-fresh process).
+call timed), then qflow_jax alone at n = 10 and 11, each in a fresh process (time
+and peak memory: host RSS on CPU, device peak on an accelerator).
 
 Floor: a right-hand side must at least read rho and write d rho/dt
 (2 x 16 x 4^n bytes); the per-term model reads rho once per term and writes the
@@ -27,11 +27,11 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import write_json
 
 import qflow_jax as qf
 from qflow_jax.network import (
@@ -40,7 +40,6 @@ from qflow_jax.network import (
     network_mesolve,
     product_state,
 )
-from qflow_jax.runs import versions
 
 K, GAMMA, T_END, N_SAVE, RTOL, ATOL = 5.0, 0.1, 5.0, 51, 1e-6, 1e-8
 
@@ -183,7 +182,11 @@ def floors(n: int, steps: int) -> dict[str, float]:
 
 def single(n: int) -> dict[str, float]:
     t, z, steps = run_qflow(n, warm=False)  # one call, compilation included
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:  # accelerator memory
+        peak = stats["peak_bytes_in_use"] / 2**20
+    else:  # host resident set
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fl = floors(n, steps)
     return {
         "n": n,
@@ -243,11 +246,7 @@ def main() -> None:
             f"{row['qflow_s'] / row['floor_terms_s']:.2f}, rhs/floor "
             f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
         )
-    path = Path(__file__).parent / "results" / "network.json"
-    path.write_text(
-        json.dumps({"compare": rows, "large": big, "versions": versions()}, indent=2)
-        + "\n"
-    )
+    path = write_json("network", {"compare": rows, "large": big})
     print(f"written {path}")
 
 

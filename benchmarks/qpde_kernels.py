@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import pathlib
 import time
 
 import diffrax as dfx
@@ -25,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import write_json
 
 import qflow_jax  # noqa: F401  (enables float64)
 from qflow_jax.husimi import (
@@ -173,16 +172,13 @@ def main() -> None:
         done = [r for r in grows if r["method"] == method and "ms_per_step" in r]
         e = exponent([r["n_points"] for r in done], [r["ms_per_step"] for r in done])
         print(f"{method}: time per step ~ n_points^{e:.2f}")
-    out = pathlib.Path(__file__).parent / "results" / "qpde_kernels.json"
-    out.write_text(
-        json.dumps(
-            {
-                "kernels": krows,
-                "grids": grows,
-                "exponents": {"exact": e_exact, "hutchinson": e_hutch},
-            },
-            indent=1,
-        )
+    out = write_json(
+        "qpde_kernels",
+        {
+            "kernels": krows,
+            "grids": grows,
+            "exponents": {"exact": e_exact, "hutchinson": e_hutch},
+        },
     )
     print(f"wrote {out}")
 
