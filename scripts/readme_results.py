@@ -13,14 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def _machine(data: dict) -> str:
+    v = data["versions"]
+    where = data.get("device", v["platform"])
+    host = "" if v["jax_backend"] == "cpu" else "; QuTiP on that machine's host CPU"
+    return f"{where}, backend {v['jax_backend']}, jax {v['jax']}{host}"
+
+
 def _bosonic(data: dict) -> list[str]:
     p = data["problem"]
-    v = data["versions"]
     lines = [
         f"Driven Kerr oscillator, Fock basis N={p['N']}, t in [0, {p['t_end']}], "
         f"{p['n_save']} saves, rtol {p['rtol']}, atol {p['atol']} "
-        f"(`python benchmarks/lindblad_bosonic.py`; {v['platform']}, "
-        f"backend {v['jax_backend']}, jax {v['jax']}):",
+        f"(`python benchmarks/lindblad_bosonic.py`; {_machine(data)}):",
         "",
         "| solver | first call (s) | warm (s) | peer time / qflow time "
         "| max abs diff of <n> vs QuTiP |",
@@ -36,10 +41,9 @@ def _bosonic(data: dict) -> list[str]:
 
 
 def _network(data: dict) -> list[str]:
-    v = data["versions"]
     lines = [
         "Ring of n qubits with swap coupling k = 5 (`python benchmarks/network.py`; "
-        f"{v['platform']}, backend {v['jax_backend']}):",
+        f"{_machine(data)}):",
         "",
         "| n | qflow_jax (s) | QuTiP (s) | dynamiqs (s) | QuTiP / qflow | "
         "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | RHS time / floor |",
@@ -72,9 +76,10 @@ RENDERERS = {"lindblad_bosonic": _bosonic, "network": _network}
 def main() -> None:
     blocks = []
     for name, render in RENDERERS.items():
-        path = ROOT / "benchmarks" / "results" / f"{name}.json"
-        if path.exists():
-            blocks += render(json.loads(path.read_text())) + [""]
+        for suffix in ("", "_gpu"):  # this machine's CPU, then a GPU if one ran it
+            path = ROOT / "benchmarks" / "results" / f"{name}{suffix}.json"
+            if path.exists():
+                blocks += render(json.loads(path.read_text())) + [""]
     readme = ROOT / "README.md"
     text = readme.read_text()
     body = "\n".join([START, "", *blocks, END])
