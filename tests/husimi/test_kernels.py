@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _models import models
+from _models import model_params
 
 import qflow_jax  # noqa: F401  (enables float64)
 from qflow_jax.husimi import a, adag, compile_qpde
@@ -25,7 +25,7 @@ class SmoothLogDensity(eqx.Module):
         return self.w2 @ h - 0.5 * jnp.sum(x**2)
 
 
-@pytest.mark.parametrize("name,H,jumps,n_modes", models(), ids=[m[0] for m in models()])
+@pytest.mark.parametrize("name,H,jumps,n_modes", model_params())
 def test_dlogq_dt_equals_apply_over_q(name, H, jumps, n_modes):
     pde = compile_qpde(H, jumps, n_modes=n_modes)
     logq = SmoothLogDensity(pde.dim, jax.random.PRNGKey(1))
