@@ -105,7 +105,15 @@ def test_euler_kl_step_reaches_the_euler_target():
     pde, flow, params = damped()
     dt = 0.05
     st = EulerKLSettings(
-        dt=dt, batch_size=1024, learning_rate=3e-3, max_inner_steps=300, loss_tol=1e-7
+        dt=dt,
+        batch_size=1024,
+        learning_rate=3e-3,
+        schedule="constant",
+        max_inner_steps=300,
+        min_inner_steps=20,
+        loss_tol=1e-7,
+        objective="forward",
+        scheme="euler",
     )
     new, info = euler_kl_step(flow, pde, params, jax.random.key(4), st)
     assert info["finite"] and info["min_weight"] > 0
@@ -113,6 +121,44 @@ def test_euler_kl_step_reaches_the_euler_target():
     target = A0 * (1 - (1j * W + G / 2) * dt)
     np.testing.assert_allclose(sample_mean(flow, new)["a"][0], target, atol=0.02)
     assert info["loss"] < 5e-3
+
+
+def test_midpoint_step_is_second_order():
+    # One step of dt = 0.1: the Euler target's mean misses the exact one by
+    # |A0 z^2 / 2| = 0.0125 (z = (iW + G/2) dt), the midpoint rule's by ~|A0 z^3/6|.
+    pde, flow, params = damped()
+    dt = 0.1
+    st = EulerKLSettings(
+        dt=dt,
+        batch_size=512,
+        learning_rate=3e-3,
+        schedule="cosine",
+        max_inner_steps=100,
+        min_inner_steps=100,
+        objective="reverse",
+        scheme="midpoint",
+    )
+    new, info = euler_kl_step(flow, pde, params, jax.random.key(6), st)
+    assert info["finite"] and info["inner_steps"] == 200
+    mean = sample_mean(flow, new, n=400_000)["a"][0]
+    assert abs(mean - exact_alpha(dt)) < 0.004
+
+
+@pytest.mark.parametrize("objective", ["forward", "reverse"])
+def test_euler_kl_step_of_zero_length(objective):
+    # At dt = 0 the target is the flow itself. The forward objective re-fits it
+    # from samples and moves by sampling noise; the reverse (sticking-the-landing)
+    # gradient vanishes sample by sample, so the parameters do not move at all.
+    pde, flow, params = damped()
+    st = EulerKLSettings(
+        batch_size=256, max_inner_steps=50, min_inner_steps=50, objective=objective
+    )
+    new, _ = euler_kl_step(flow, pde, params, jax.random.key(5), st, dt=0.0)
+    moved = float(jnp.max(jnp.abs(flatten(new)[0] - flatten(params)[0])))
+    if objective == "reverse":
+        assert moved < 1e-12
+    else:
+        assert moved > 1e-3
 
 
 def test_observables_of_exact_coherent_samples():
@@ -138,9 +184,13 @@ def test_bad_tdvp_settings(kw, match):
         TDVPSettings(**kw)
 
 
-def test_bad_euler_schedule():
+def test_bad_euler_settings():
     with pytest.raises(ValueError, match="`schedule`"):
         EulerKLSettings(schedule="linear").optimizer()
+    with pytest.raises(ValueError, match="`objective`"):
+        EulerKLSettings(objective="symmetric")
+    with pytest.raises(ValueError, match="`scheme`"):
+        EulerKLSettings(scheme="rk4")
 
 
 def test_pretrain_reaches_a_thermal_q_by_maximum_likelihood():
