@@ -51,6 +51,7 @@ import optax
 
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
 from qflow_jax.husimi import QPDE, dlogq_dt
+from qflow_jax.parallel import shard_samples
 
 __all__ = ["EulerKLSettings", "euler_kl_evolve", "euler_kl_step"]
 
@@ -128,14 +129,14 @@ def _rate(flow, pde, params_old, params_rate, x):
 
 def _forward_kl(flow, pde, params_old, params_rate, params_new, key, dt, batch_size):
     x, logq_old = sample_and_log_prob(flow, params_old, key, batch_size)
-    x = jax.lax.stop_gradient(x)
+    x, logq_old = jax.lax.stop_gradient(shard_samples(x)), shard_samples(logq_old)
     w = 1.0 + dt * jax.lax.stop_gradient(_rate(flow, pde, params_old, params_rate, x))
     logq_new = flow.apply(params_new, x)
     return jnp.mean(w * (logq_old + jnp.log(jnp.abs(w)) - logq_new)), jnp.min(w)
 
 
 def _reverse_kl(flow, pde, params_old, params_rate, params_new, key, dt, batch_size):
-    x, _ = sample_and_log_prob(flow, params_new, key, batch_size)
+    x = shard_samples(sample_and_log_prob(flow, params_new, key, batch_size)[0])
     logq_new = flow.apply(jax.lax.stop_gradient(params_new), x)
     logq_old = flow.apply(params_old, x)
     w = 1.0 + dt * _rate(flow, pde, params_old, params_rate, x)

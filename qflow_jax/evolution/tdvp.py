@@ -35,6 +35,7 @@ import numpy as np
 
 from qflow_jax.evolution._flowfns import flatten, logq_fn
 from qflow_jax.husimi import QPDE, dlogq_dt
+from qflow_jax.parallel import shard_samples
 
 __all__ = ["LINEAR_SOLVERS", "RK4", "TDVPSettings", "tdvp_evolve", "tdvp_theta_dot"]
 
@@ -163,8 +164,12 @@ def tdvp_theta_dot(
     z: jax.Array,
     settings: TDVPSettings,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """theta_dot = S^+ F on the samples x = f_theta(z); also the TDVP residual."""
+    """theta_dot = S^+ F on the samples x = f_theta(z); also the TDVP residual.
+
+    The samples are split over the devices (`qflow_jax.parallel`); S and F are
+    means over them, all-reduced by the compiler."""
     params = unravel(theta)
+    z = shard_samples(z)
     x = jax.lax.stop_gradient(
         flow.apply(params, z, method=type(flow).forward_and_log_det)[0]
     )

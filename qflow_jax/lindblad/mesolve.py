@@ -25,6 +25,7 @@ from qflow_jax._convert import (
 from qflow_jax.lindblad._ops import make_op
 from qflow_jax.lindblad.lawson import Lawson
 from qflow_jax.lindblad.vector_field import LindbladVectorField, to_complex, to_real
+from qflow_jax.parallel import map_batch
 
 __all__ = ["MESolveResult", "mesolve", "SOLVERS"]
 
@@ -269,9 +270,10 @@ def _vmap_groups(
         for g, size in zip(groups, sizes, strict=True)
     ]
     f = fn
-    for i in reversed(range(len(groups))):
-        if sizes[i] > 1:
-            f = _map_arg(f, i, sequential)
+    mapped = [i for i, size in enumerate(sizes) if size > 1]
+    for i in reversed(mapped):
+        # the outermost batch axis is split over devices when there are several
+        f = _map_arg(f, i, sequential, shard=i == mapped[0])
     out = f(*args)
     for i, size in enumerate(sizes):
         if size == 1:
@@ -279,13 +281,18 @@ def _vmap_groups(
     return out
 
 
-def _map_arg(f: Callable[..., Any], i: int, sequential: bool) -> Callable[..., Any]:
-    """f mapped over the leading axis of its i-th argument."""
+def _map_arg(
+    f: Callable[..., Any], i: int, sequential: bool, shard: bool
+) -> Callable[..., Any]:
+    """f mapped over the leading axis of its i-th argument (over devices too if
+    `shard`, see `qflow_jax.parallel.map_batch`)."""
 
     def mapped(*args):
         def one(x):
             return f(*args[:i], x, *args[i + 1 :])
 
+        if shard:
+            return map_batch(one, args[i], sequential)
         return jax.lax.map(one, args[i]) if sequential else jax.vmap(one)(args[i])
 
     return mapped

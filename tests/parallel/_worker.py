@@ -1,0 +1,51 @@
+"""Runs one Euler-KL step, one TDVP theta_dot and a batched mesolve on however many
+devices XLA_FLAGS gives this process; prints the results as JSON."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import qflow_jax as qf
+from qflow_jax.evolution import EulerKLSettings, euler_kl_step, tdvp_theta_dot
+from qflow_jax.evolution._flowfns import flatten
+from qflow_jax.evolution.tdvp import TDVPSettings
+from qflow_jax.flows import NormalizingFlow
+from qflow_jax.husimi import a, adag, compile_qpde
+from qflow_jax.parallel import shard_samples
+
+pde = compile_qpde(adag(0) @ a(0), [a(0)])
+flow = NormalizingFlow(dim=2, n_layers=2, hidden=(8,), init_mean=(2.0, 0.0))
+params = flow.init(jax.random.key(0), jnp.zeros((1, 2)))
+# move off the identity flow so that every parameter matters
+theta, unravel = flatten(params)
+params = unravel(theta + 0.05 * jax.random.normal(jax.random.key(1), theta.shape))
+
+st = EulerKLSettings(
+    batch_size=64, max_inner_steps=10, min_inner_steps=10, scheme="euler"
+)
+new, _ = euler_kl_step(flow, pde, params, jax.random.key(2), st)
+
+z = jax.random.normal(jax.random.key(3), (64, 2))
+theta_dot, _ = tdvp_theta_dot(
+    flow, pde, flatten(params)[0], unravel, z, TDVPSettings(batch_size=64)
+)
+
+N = 6
+A = qf.destroy(N)
+rho0 = jnp.stack([qf.coherent_dm(N, 0.3 * k) for k in range(4)])
+res = qf.mesolve(
+    A.conj().T @ A, [A], rho0, jnp.linspace(0.0, 1.0, 3), exp_ops=[A.conj().T @ A]
+)
+print(
+    json.dumps(
+        {
+            "devices": jax.device_count(),
+            "sample_shards": len(shard_samples(z).sharding.device_set),
+            "euler_kl": np.asarray(flatten(new)[0]).tolist(),
+            "theta_dot": np.asarray(theta_dot).tolist(),
+            "mesolve_n": np.asarray(res.expects.real).tolist(),
+        }
+    )
+)
