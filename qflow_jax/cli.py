@@ -1,6 +1,8 @@
 """The `qflow` command line.
 
     qflow run [CONFIG] [--out DIR] [--resume]   Q-Flow (built-in default problem)
+        [--coordinator HOST:PORT --num-processes N --process-id I]  several processes
+    qflow collect FOLDER... [--out DIR]  one table from several runs' summaries
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
 
@@ -21,10 +23,24 @@ from qflow_jax.runs import to_jsonable
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from qflow_jax.parallel import initialize_distributed, is_main_process
+
+    config = load_yaml(args.config) if args.config else None
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from qflow_jax.evolution.run import DEFAULT_QFLOW_CONFIG, run_qflow
 
-    config = load_yaml(args.config) if args.config else DEFAULT_QFLOW_CONFIG
-    return run_qflow(config, args.out, resume=args.resume)
+    return run_qflow(
+        config or DEFAULT_QFLOW_CONFIG,
+        args.out,
+        resume=args.resume,
+        progress=is_main_process(),
+    )
+
+
+def _cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
+    from qflow_jax.runs import collect_runs
+
+    return collect_runs(args.folders, args.out)
 
 
 def _cmd_lindblad(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +81,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the output folder's checkpoint.npz",
     )
+    dist = run.add_argument_group(
+        "several processes (inside a SLURM job of several tasks these are read "
+        "from SLURM's variables)"
+    )
+    dist.add_argument("--coordinator", help="HOST:PORT of process 0")
+    dist.add_argument("--num-processes", type=int, help="number of processes")
+    dist.add_argument("--process-id", type=int, help="this process's index")
     run.set_defaults(func=_cmd_run)
+    collect = sub.add_parser(
+        "collect",
+        help="gather the summaries of several runs into one table",
+        description="Read FOLDER/summary.json of every run folder (e.g. the tasks "
+        "of a job array) and write one table as collect.json and collect.md.",
+    )
+    collect.add_argument("folders", nargs="+", help="run folders")
+    collect.add_argument("--out", default=".", help="where to write the table")
+    collect.set_defaults(func=_cmd_collect)
     lind = sub.add_parser(
         "lindblad",
         help="solve a Lindblad problem from a YAML config",
@@ -100,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"qflow {args.command}: failed: {err}", file=sys.stderr)
         return 1
-    shown = ("folder", "metrics", "timings_s", "sweep", "clusters", "notes")
+    shown = ("folder", "metrics", "timings_s", "sweep", "clusters", "notes", "table")
     print(
         json.dumps(
             to_jsonable({k: summary[k] for k in shown if k in summary}), indent=2

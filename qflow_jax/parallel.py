@@ -12,14 +12,23 @@ Random numbers do not depend on the device count (`jax_threefry_partitionable`),
 a run on 1 device and on 4 devices with the same seed and total batch sees the same
 samples; results agree up to the order of floating-point sums.
 
+Several processes (hosts): `initialize_distributed` starts JAX's own distributed
+runtime (`jax.distributed.initialize`) from explicit arguments or, inside a SLURM job
+with several tasks, from SLURM's variables; then the mesh spans every process's
+devices, and only process 0 writes results and checkpoints (`is_main_process`).
+
 Example:
     Four CPU devices on one host, for testing:
     $ XLA_FLAGS=--xla_force_host_platform_device_count=4 qflow run
+    Two processes on one machine:
+    $ qflow run CFG --coordinator localhost:1234 --num-processes 2 --process-id 0 &
+    $ qflow run CFG --coordinator localhost:1234 --num-processes 2 --process-id 1
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +37,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA_AXIS", "data_mesh", "map_batch", "shard_samples"]
+__all__ = [
+    "DATA_AXIS",
+    "data_mesh",
+    "initialize_distributed",
+    "is_main_process",
+    "map_batch",
+    "shard_samples",
+]
 
 DATA_AXIS = "data"
 
@@ -90,3 +106,56 @@ def map_batch(fn: Callable[[Any], Any], xs: Any, sequential: bool) -> Any:
     return jax.shard_map(
         local, mesh=mesh, in_specs=(specs,), out_specs=out_specs, check_vma=False
     )(xs)
+
+
+def _slurm_tasks() -> int:
+    if "SLURM_JOB_ID" not in os.environ:
+        return 1
+    return int(os.environ.get("SLURM_NTASKS", "1"))
+
+
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Starts JAX's distributed runtime when the run spans several processes.
+
+    With `coordinator` ("host:port"), `num_processes` and `process_id` given, those
+    are used; with none given inside a SLURM job of several tasks, JAX reads them
+    from SLURM's variables; otherwise (one process) nothing happens. On the CPU
+    backend the cross-process collectives use gloo. Call it before any JAX
+    computation. Returns whether the runtime was started.
+
+    Raises:
+        ValueError: when only some of the three arguments are given, or they are
+            out of range.
+    """
+    given = [coordinator is not None, num_processes is not None, process_id is not None]
+    if any(given) and not all(given):
+        raise ValueError(
+            "`--coordinator`, `--num-processes` and `--process-id` must be given "
+            "together"
+        )
+    if all(given):
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"`--process-id` must be in [0, {num_processes}) and "
+                f"`--num-processes` >= 1, got {process_id} and {num_processes}"
+            )
+        if num_processes == 1:
+            return False
+    elif _slurm_tasks() <= 1:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    return True
+
+
+def is_main_process() -> bool:
+    """True on process 0 (the one that writes results), and in single-process runs."""
+    return jax.process_index() == 0

@@ -54,17 +54,27 @@ def to_jsonable(x: Any) -> Any:
 class RunFolder:
     """A results folder; every file is written to a temporary name then renamed.
 
+    In a run of several processes only process 0 writes (the others skip every
+    write and return the path the file has), so that all can read its checkpoints.
+
     Example:
         >>> run = RunFolder("runs/demo")
         >>> run.write_json("summary.json", {"metrics": {"err": 1e-7}})
     """
 
     def __init__(self, path: str | Path):
+        from qflow_jax.parallel import is_main_process
+
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if is_main_process():
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def _atomic(self, name: str, write: Any, suffix: str) -> Path:
+        from qflow_jax.parallel import is_main_process
+
         target = self.path / name
+        if not is_main_process():
+            return target
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=suffix)
         os.close(fd)
         try:
@@ -77,7 +87,10 @@ class RunFolder:
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> Path:
         text = json.dumps(to_jsonable(data), indent=2, sort_keys=False)
-        return self._atomic(name, lambda p: Path(p).write_text(text + "\n"), ".json")
+        return self.write_text(name, text + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self._atomic(name, lambda p: Path(p).write_text(text), Path(name).suffix)
 
     def save_arrays(self, name: str, **arrays: Any) -> Path:
         def write(p: str) -> None:
@@ -130,3 +143,52 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def collect_runs(folders: list[str | Path], out: str | Path = ".") -> dict[str, Any]:
+    """One table from several run folders (e.g. the tasks of a job array).
+
+    Reads FOLDER/summary.json of each, keeps the run's name, command, scalar
+    metrics and timings, and writes collect.json and collect.md (a markdown
+    table) into `out`.
+
+    Raises:
+        ValueError: naming a folder without summary.json (an unfinished run).
+
+    Example:
+        >>> collect_runs(["runs/a", "runs/b"], "runs")["table"][0]["name"]
+    """
+    rows = []
+    for folder in folders:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            raise ValueError(
+                f"`{folder}` has no summary.json: not a finished run folder"
+            )
+        summary = json.loads(path.read_text())
+        row: dict[str, Any] = {
+            "folder": str(folder),
+            "name": summary.get("config", {}).get("name", Path(folder).name),
+            "command": summary.get("command", ""),
+        }
+        for group in ("metrics", "timings_s"):
+            for key, value in summary.get(group, {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    row[key] = value
+        rows.append(row)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        cells = [row.get(c, "") for c in columns]
+        lines.append(
+            "| "
+            + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells)
+            + " |"
+        )
+    folder = RunFolder(out)
+    folder.write_json("collect.json", {"rows": rows})
+    folder.write_text("collect.md", "\n".join(lines) + "\n")
+    return {"folder": str(folder.path), "table": rows}
