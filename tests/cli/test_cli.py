@@ -149,3 +149,32 @@ def test_blended_command_runs_the_path_config(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert abs(summary["sweep"]["slope"] + 1.0) < 0.1
     assert (tmp_path / "error_vs_k.png").exists()
+
+
+def test_collect_gathers_run_summaries_into_one_table(tmp_path, capsys):
+    for name, err in (("a", 0.01), ("b", 0.02)):
+        (tmp_path / name).mkdir()
+        summary = {
+            "command": "run",
+            "config": {"name": name},
+            "metrics": {"max_rel_error_n": err, "note": "text is left out"},
+            "timings_s": {"evolution_wall_this_session": 3.0},
+        }
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["collect", *folders, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "collect.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["a", "b"]
+    assert [r["max_rel_error_n"] for r in rows] == [0.01, 0.02]
+    assert "note" not in rows[0]
+    table = (tmp_path / "collect.md").read_text().splitlines()
+    assert table[0].startswith("| folder | name | command | max_rel_error_n")
+    assert len(table) == 4
+    (tmp_path / "c").mkdir()
+    assert main(["collect", str(tmp_path / "c")]) == 2
+    assert "has no summary.json" in capsys.readouterr().err
+
+
+def test_distributed_flags_must_come_together(capsys):
+    assert main(["run", "--coordinator", "localhost:1234"]) == 2
+    assert "must be given together" in capsys.readouterr().err
