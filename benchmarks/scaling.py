@@ -91,7 +91,7 @@ def main() -> None:
                 check=True,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{n} device(s) done", flush=True)
+            print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     for r in rows:
         for m in ("euler_kl", "tdvp"):

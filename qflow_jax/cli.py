@@ -2,6 +2,7 @@
 
     qflow run [CONFIG] [--out DIR] [--resume]   Q-Flow (built-in default problem)
         [--coordinator HOST:PORT --num-processes N --process-id I]  several processes
+    qflow pinn CONFIG [--out DIR]       the PINN baseline on a damped problem
     qflow collect FOLDER... [--out DIR]  one table from several runs' summaries
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
@@ -35,6 +36,12 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         progress=is_main_process(),
     )
+
+
+def _cmd_pinn(args: argparse.Namespace) -> dict[str, Any]:
+    from qflow_jax.pinn.run import run_pinn
+
+    return run_pinn(load_yaml(args.config), args.out)
 
 
 def _cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--num-processes", type=int, help="number of processes")
     dist.add_argument("--process-id", type=int, help="this process's index")
     run.set_defaults(func=_cmd_run)
+    pinn = sub.add_parser(
+        "pinn",
+        help="the PINN baseline: a network for log Q(x, t) trained on the Q-PDE",
+        description="Train a physics-informed network for log Q(x, t) of a damped "
+        "multimode problem and compare it with the exact solution.",
+    )
+    pinn.add_argument("config", help="YAML config, e.g. configs/pinn_damped_1mode.yaml")
+    pinn.add_argument("--out", help="output folder (default runs/NAME)")
+    pinn.set_defaults(func=_cmd_pinn)
     collect = sub.add_parser(
         "collect",
         help="gather the summaries of several runs into one table",
