@@ -25,6 +25,9 @@ __all__ = [
     "ConfigError",
     "Field",
     "at_least_two",
+    "complex_pairs",
+    "positive_ints",
+    "unit_interval",
     "load_yaml",
     "non_negative",
     "positive",
@@ -89,6 +92,37 @@ def non_negative(value: Any) -> str | None:
 def at_least_two(value: Any) -> str | None:
     """Check for `Field.check`: an integer count >= 2 (e.g. save times)."""
     return None if value >= 2 else "must be >= 2"
+
+
+def unit_interval(value: Any) -> str | None:
+    """Check for `Field.check`: a number in [0, 1]."""
+    return None if 0 <= value <= 1 else "must be in [0, 1]"
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def complex_pairs(value: Any) -> str | None:
+    """Check for `Field.check`: a non-empty list of [real, imag] pairs (one per
+    mode)."""
+    ok = isinstance(value, list) and all(
+        isinstance(v, list) and len(v) == 2 and all(_is_number(c) for c in v)
+        for v in value
+    )
+    if ok and value:
+        return None
+    return "must be a list of [real, imag] pairs, one per mode"
+
+
+def positive_ints(value: Any) -> str | None:
+    """Check for `Field.check`: a non-empty list of positive integers (layer
+    widths)."""
+    ok = isinstance(value, list) and bool(value)
+    ok = ok and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    )
+    return None if ok else "must be a list of positive integers"
 
 
 def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, Any]:

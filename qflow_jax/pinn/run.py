@@ -19,8 +19,11 @@ from qflow_jax.config import (
     ConfigError,
     Field,
     at_least_two,
+    complex_pairs,
     non_negative,
     positive,
+    positive_ints,
+    unit_interval,
     validate,
 )
 from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
@@ -29,28 +32,6 @@ from qflow_jax.pinn.train import PINNSettings, PINNSolution, train_pinn
 from qflow_jax.runs import RunFolder, versions
 
 __all__ = ["PINN_SCHEMA", "run_pinn", "validate_pinn_config"]
-
-
-def _pairs(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(
-        isinstance(v, list)
-        and len(v) == 2
-        and all(isinstance(c, int | float) and not isinstance(c, bool) for c in v)
-        for v in value
-    )
-    return (
-        None if ok and value else "must be a list of [real, imag] pairs, one per mode"
-    )
-
-
-def _widths(value: Any) -> str | None:
-    ok = isinstance(value, list) and value
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    return None if ok and min(value) > 0 else "must be a list of positive integers"
-
-
-def _unit(value: Any) -> str | None:
-    return None if 0 <= value <= 1 else "must be in [0, 1]"
 
 
 _DEFAULTS = PINNSettings()
@@ -68,10 +49,12 @@ PINN_SCHEMA: dict[str, Any] = {
     },
     "initial": {
         "kind": Field(str, "coherent", choices=("coherent",)),
-        "alpha": Field(list, [[2.0, 0.0]], check=_pairs, doc="amplitude per mode"),
+        "alpha": Field(
+            list, [[2.0, 0.0]], check=complex_pairs, doc="amplitude per mode"
+        ),
     },
     "pinn": {
-        "hidden": Field(list, list(_DEFAULTS.hidden), check=_widths),
+        "hidden": Field(list, list(_DEFAULTS.hidden), check=positive_ints),
         "activation": Field(str, _DEFAULTS.activation, choices=tuple(ACTIVATIONS)),
         "envelope": Field(str, _DEFAULTS.envelope, choices=ENVELOPES),
         "sampler": Field(str, _DEFAULTS.sampler, choices=("box", "initial")),
@@ -88,7 +71,7 @@ PINN_SCHEMA: dict[str, Any] = {
             str, _DEFAULTS.schedule, choices=("constant", "cosine", "warmup_cosine")
         ),
         "weighting": Field(str, _DEFAULTS.weighting, choices=("none", "q")),
-        "weight_floor": Field(float, _DEFAULTS.weight_floor, check=_unit),
+        "weight_floor": Field(float, _DEFAULTS.weight_floor, check=unit_interval),
         "weight_residual": Field(float, _DEFAULTS.weight_residual, check=non_negative),
         "weight_initial": Field(float, _DEFAULTS.weight_initial, check=non_negative),
         "weight_norm": Field(float, _DEFAULTS.weight_norm, check=non_negative),
