@@ -1,0 +1,245 @@
+"""`run_qflow` on expression models: parsing, the Fock-space reference, short runs
+and their resumption."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from qflow_jax.cli import main
+from qflow_jax.config import ConfigError
+from qflow_jax.evolution import run as run_module
+from qflow_jax.evolution.run import (
+    _DampedModes,
+    _FockReference,
+    _Initial,
+    parse_operator,
+    run_qflow,
+    validate_qflow_config,
+)
+from qflow_jax.husimi import a, adag, husimi_q
+
+KERR = {
+    "kind": "expression",
+    "modes": 1,
+    "hamiltonian": "U/2 * adag(0)**2 @ a(0)**2",
+    "jump_ops": ["sqrt(gamma) * a(0)"],
+    "constants": {"U": 0.5, "gamma": 1.0},
+}
+
+
+def tiny(**over):
+    """A Kerr run small enough for the fast suite: 2 intervals, a 1-layer flow."""
+    cfg = {
+        "name": "tiny_kerr",
+        "model": dict(KERR),
+        "initial": {"kind": "coherent", "alpha": [[1.0, 0.0]]},
+        "flow": {"layers": 2, "coupling": "affine", "hidden": [4]},
+        "tdvp": {"batch_size": 128, "rcond": 1e-4, "dt": 0.05},
+        "pretrain": {"max_steps": 100, "check_every": 50, "check_samples": 2000},
+        "reference": {"cutoff": 12},
+        "metrics": {"grid_points": 25, "snapshots": 3},
+        "times": {"t_end": 0.2, "n_save": 4},
+        "eval_samples": 4000,
+    }
+    for key, value in over.items():  # `initial` is replaced, other sections merged
+        merge = isinstance(value, dict) and key != "initial"
+        cfg[key] = {**cfg[key], **value} if merge else value
+    return cfg
+
+
+def test_parse_operator_builds_the_algebra():
+    c = {"U": 0.5, "g": 0.25, "J": 0.1}
+    H = parse_operator("U/2 * adag(0)**2 @ a(0)**2", c, 1, "H")
+    assert H.terms == (0.25 * adag(0) @ adag(0) @ a(0) @ a(0)).terms
+    L = parse_operator("sqrt(g) * a(0)", c, 1, "L")
+    assert L.terms == (0.5 * a(0)).terms
+    # complex literals, unary minus, exp, pi, `*` between operators
+    hop = parse_operator("1j*J*(adag(0)*a(1) - adag(1)@a(0)) + -pi*exp(0)", c, 2, "H")
+    ref = 0.1j * (adag(0) @ a(1) - adag(1) @ a(0)) - np.pi
+    assert hop.terms.keys() == ref.terms.keys()
+    for key, value in ref.terms.items():
+        assert hop.terms[key] == pytest.approx(value)
+    assert hop.is_hermitian()
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "token"),
+    [
+        ({"hamiltonian": "__import__('os')"}, "model.hamiltonian", "__import__"),
+        ({"hamiltonian": "a(0).dag()"}, "model.hamiltonian", "a(0).dag"),
+        ({"hamiltonian": "adag(2) @ a(2)"}, "model.hamiltonian", "mode index 2"),
+        ({"hamiltonian": "adag(0.5) @ a(0)"}, "model.hamiltonian", "adag(0.5)"),
+        ({"hamiltonian": "b * adag(0) @ a(0)"}, "model.hamiltonian", "`b`"),
+        ({"hamiltonian": "U * a(0)"}, "model.hamiltonian", "Hermitian"),
+        ({"hamiltonian": "[a(0)]"}, "model.hamiltonian", "[a(0)]"),
+        ({"hamiltonian": "'n'"}, "model.hamiltonian", "'n'"),
+        ({"hamiltonian": "a(j=0)"}, "model.hamiltonian", "a(j=0)"),
+        ({"hamiltonian": "adag(0)**40 @ a(0)**40"}, "model.hamiltonian", "a(0)**40"),
+        ({"hamiltonian": "adag(0) @ a(0) / a(0)"}, "model.hamiltonian", "divisor"),
+        ({"jump_ops": ["a(0) +"]}, "model.jump_ops[0]", "not a valid expression"),
+        ({"jump_ops": ["a(0)", "gamma"]}, "model.jump_ops[1]", "`gamma`"),
+        ({"constants": {"a": 1.0}}, "model.constants", "reserved"),
+        ({"constants": {"U": "big"}}, "model.constants", "real numbers"),
+    ],
+)
+def test_bad_expressions_name_the_key_and_the_token(model, key, token):
+    with pytest.raises(ConfigError) as err:
+        validate_qflow_config({"model": {**KERR, **model}})
+    assert f"`{key}" in str(err.value) and token in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"model": {"omega": 1.0}}, "`model.omega` belongs to model kind"),
+        ({"initial": {"kind": "fock", "n": [1], "alpha": [[1, 0]]}}, "initial.alpha"),
+        ({"initial": {"kind": "fock"}}, "missing `initial.n`"),
+        ({"initial": {"kind": "thermal", "nth": [1, 2]}}, "`initial.nth` has 2"),
+        ({"model": {"modes": 2}, "initial": {"kind": "cat"}}, "one mode"),
+        ({"reference": {"cutoff": 60}, "model": {"modes": 2}}, "at most"),
+        ({"metrics": {"mode": 1}}, "`metrics.mode`"),
+    ],
+)
+def test_bad_run_configs(over, message):
+    cfg = tiny(**over)
+    if "modes" in over.get("model", {}):  # give every mode an entry
+        cfg["initial"]["alpha"] = [[1.0, 0.0]] * over["model"]["modes"]
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate_qflow_config(cfg)
+
+
+def test_bad_expression_exits_2_through_the_cli(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "model: {kind: expression, hamiltonian: 'adag(0) @ a(1)', modes: 1}\n"
+        "initial: {alpha: [[1, 0]]}\n"
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "`model.hamiltonian`" in err and "mode index 1" in err
+
+
+def test_fock_reference_equals_the_exact_damped_solution():
+    w, g, J = 1.0, 0.7, 0.4
+    model = {
+        "kind": "expression",
+        "modes": 2,
+        "hamiltonian": "w * (adag(0) @ a(0) + adag(1) @ a(1))"
+        " + J * (adag(0) @ a(1) + adag(1) @ a(0))",
+        "jump_ops": ["sqrt(g) * a(0)", "sqrt(g) * a(1)"],
+        "constants": {"w": w, "g": g, "J": J},
+    }
+    cfg = validate_qflow_config(
+        {
+            "model": model,
+            "initial": {"alpha": [[1.0, 0.0], [0.0, 0.5]]},
+            "reference": {"cutoff": 12},
+        }
+    )
+    tsave = np.linspace(0.0, 1.5, 4)
+    initial = _Initial.from_config(cfg["initial"], 2)
+    fock = _FockReference(cfg["model"], cfg["reference"], initial, tsave, mode=1)
+    exact = _DampedModes(
+        {"modes": 2, "omega": w, "gamma": g, "hopping": J}, initial, tsave
+    )
+    # 12 levels: the top one holds e^-1/11! ~ 1e-8 of |alpha| = 1; mesolve rtol 1e-8
+    np.testing.assert_allclose(fock.n_ref, exact.n_ref, atol=1e-7)
+    np.testing.assert_allclose(fock.a_ref, exact.a_ref, atol=1e-7)
+    alphas = np.array([[0.3 + 0.2j, -0.5 + 1.0j], [1.5 - 0.3j, 0.0]])
+    for i in range(len(tsave)):
+        np.testing.assert_allclose(
+            fock.q_marginal(i, 1, alphas), exact.q_marginal(i, 1, alphas), atol=1e-8
+        )
+    assert fock.info["max_top_population"] < 1e-8
+
+
+def test_cutoff_too_small_is_refused():
+    cfg = validate_qflow_config(
+        {
+            "model": KERR,
+            "initial": {"alpha": [[2.0, 0.0]]},
+            "reference": {"cutoff": 8},
+        }
+    )
+    initial = _Initial.from_config(cfg["initial"], 1)
+    with pytest.raises(ConfigError, match="`reference.cutoff` = 8 is too small"):
+        _FockReference(cfg["model"], cfg["reference"], initial, np.array([0, 0.1]), 0)
+
+
+@pytest.mark.parametrize("kind", ["fock", "thermal"])
+def test_exact_initial_samplers_follow_q0(kind):
+    init = {"kind": kind, "n": [2]} if kind == "fock" else {"kind": kind, "nth": [1.5]}
+    initial = _Initial.from_config(
+        {"alpha": None, "sign": 1, "n": None, "nth": None, **init}, 1
+    )
+    x = initial.sampler()(jax.random.key(0), 200_000)
+    n = np.mean(np.sum(np.asarray(x) ** 2, -1)) - 1  # <n> = E|alpha|^2 - 1
+    np.testing.assert_allclose(n, 2.0 if kind == "fock" else 1.5, atol=0.02)
+    # the analytic log Q(0) is the Husimi function of the Fock-basis state
+    y = np.array([[0.3, -0.4], [1.2, 0.5]])
+    Q = husimi_q(initial.rho0(40), (y[:, 0] + 1j * y[:, 1])[:, None])
+    # (rtol: the thermal state truncated at 40 levels misses (1.5/2.5)^40 ~ 1e-9)
+    np.testing.assert_allclose(np.exp(initial.logq()(y)), Q, rtol=1e-7)
+
+
+FOCK_START = {"kind": "fock", "n": [1]}  # a ring: pre-trained by maximum likelihood
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return out, run_qflow(tiny(initial=FOCK_START), out, progress=False)
+
+
+def test_short_kerr_run_writes_finite_metrics(straight):
+    out, summary = straight
+    m = summary["metrics"]
+    for key in ("max_rel_error_n", "max_l1_q", "final_kl_grid", "normalization"):
+        assert np.isfinite(m[key]), key
+    assert summary["pretrain"]["steps"] > 0
+    assert m["pretrain_kl"] == summary["pretrain"]["kl"]
+    assert summary["reference"]["max_top_population"] < 1e-4
+    # the reference at t = 0 is the Fock state itself: <n> = 1
+    assert summary["records"][0]["n_ref"] == pytest.approx([1.0], abs=1e-12)
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved["metric_definitions"]) >= {"l1_q", "kl_grid", "max_rel_error_n"}
+    arrays = np.load(out / "observables.npz")
+    assert arrays["q_flow"].shape == arrays["q_ref"].shape == (4, 25, 25)
+    for png in ("observables.png", "q_snapshot.png", "errors.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_pretraining_and_an_interrupted_interval(
+    straight, tmp_path, monkeypatch
+):
+    out, summary = straight
+    real_evolve = run_module.tdvp_evolve
+    calls = []
+
+    def evolve_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # dies in the second interval, after checkpoint 1
+            raise _Interrupt
+        return real_evolve(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "tdvp_evolve", evolve_then_stop)
+    with pytest.raises(_Interrupt):
+        run_qflow(tiny(initial=FOCK_START), tmp_path, progress=False)
+    monkeypatch.setattr(run_module, "tdvp_evolve", real_evolve)
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("a resumed run must not pre-train again")
+
+    monkeypatch.setattr(run_module, "pretrain", no_pretraining)
+    resumed = run_qflow(tiny(initial=FOCK_START), tmp_path, resume=True, progress=False)
+    a = np.load(out / "observables.npz")
+    b = np.load(tmp_path / "observables.npz")
+    for key in ("n", "l1_q", "kl_grid", "q_flow"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-10, atol=1e-12)
+    assert resumed["pretrain"] == summary["pretrain"]
