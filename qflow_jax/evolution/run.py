@@ -40,7 +40,6 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg as sla
 from tqdm import tqdm
 
 from qflow_jax.config import (
@@ -68,6 +67,7 @@ from qflow_jax.husimi import (
     husimi_q,
 )
 from qflow_jax.husimi.compiler import QPDE
+from qflow_jax.husimi.models import DampedChain
 from qflow_jax.husimi.states import sample_cat_q
 from qflow_jax.lindblad.mesolve import mesolve
 from qflow_jax.operators import coherent, fock_dm, ptrace, thermal_dm
@@ -578,24 +578,18 @@ class _DampedModes(_Problem):
     coherent start: exact coherent product alpha(t) = expm(-(iM + g/2) t) alpha0."""
 
     def __init__(self, cfg: dict[str, Any], initial: _Initial, tsave: np.ndarray):
-        N, w, g, J = cfg["modes"], cfg["omega"], cfg["gamma"], cfg["hopping"]
-        self.M = w * np.eye(N) + J * (np.eye(N, k=1) + np.eye(N, k=-1))
-        self.g, self.alpha0, self.N = g, initial.alpha, N
-        H = sum((w * adag(j) @ a(j) for j in range(N)), start=0.0 * a(0))
-        H = H + sum(
-            (J * (adag(j) @ a(j + 1) + adag(j + 1) @ a(j)) for j in range(N - 1)),
-            start=0.0 * a(0),
+        self.chain = DampedChain(
+            cfg["modes"], cfg["omega"], cfg["gamma"], cfg["hopping"]
         )
-        self.pde = compile_qpde(H, [np.sqrt(g) * a(j) for j in range(N)], n_modes=N)
+        self.alpha0, self.N = initial.alpha, cfg["modes"]
+        self.pde = self.chain.pde()
         self.a_ref = np.stack([self.alpha(t) for t in tsave])
         self.n_ref = np.abs(self.a_ref) ** 2
         self.reference = "exact coherent-product solution"
         self.info = {}
 
     def alpha(self, t: float) -> np.ndarray:
-        return (
-            sla.expm(-(1j * self.M + 0.5 * self.g * np.eye(self.N)) * t) @ self.alpha0
-        )
+        return self.chain.alpha(t, self.alpha0)
 
     def q_marginal(self, i: int, mode: int, alphas: jax.Array) -> np.ndarray:
         return np.exp(-(np.abs(np.asarray(alphas) - self.a_ref[i, mode]) ** 2)) / np.pi

@@ -13,7 +13,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg as sla
 
 from qflow_jax.config import (
     ConfigError,
@@ -26,7 +25,8 @@ from qflow_jax.config import (
     unit_interval,
     validate,
 )
-from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
+from qflow_jax.husimi import coherent_q
+from qflow_jax.husimi.models import DampedChain
 from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES
 from qflow_jax.pinn.train import PINNSettings, PINNSolution, train_pinn
 from qflow_jax.runs import RunFolder, versions
@@ -117,20 +117,6 @@ def validate_pinn_config(data: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _damped_modes(model: dict[str, Any]):
-    """PDE of H = sum_j w a_j^dag a_j + J (a_j^dag a_j+1 + h.c.), L_j = sqrt(g) a_j,
-    and the coupling matrix M of the exact alpha(t) = expm(-(iM + g/2) t) alpha0."""
-    N, w, g, J = model["modes"], model["omega"], model["gamma"], model["hopping"]
-    H = sum((w * adag(j) @ a(j) for j in range(N)), start=0.0 * a(0))
-    H = H + sum(
-        (J * (adag(j) @ a(j + 1) + adag(j + 1) @ a(j)) for j in range(N - 1)),
-        start=0.0 * a(0),
-    )
-    pde = compile_qpde(H, [np.sqrt(g) * a(j) for j in range(N)], n_modes=N)
-    M = w * np.eye(N) + J * (np.eye(N, k=1) + np.eye(N, k=-1))
-    return pde, M
-
-
 def _relative_l2(sol: PINNSolution, alpha: np.ndarray, t: float, n_grid: int):
     """||Q_pinn - Q_exact|| / ||Q_exact|| on the n_grid^2 box grid (one mode)."""
     L = sol.settings.box_half_width
@@ -153,8 +139,9 @@ def run_pinn(
     N(alpha(t), I/2), <n_j> = |alpha_j(t)|^2)."""
     cfg = validate_pinn_config(config)
     run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
-    pde, M = _damped_modes(cfg["model"])
-    N, g = cfg["model"]["modes"], cfg["model"]["gamma"]
+    m = cfg["model"]
+    chain = DampedChain(m["modes"], m["omega"], m["gamma"], m["hopping"])
+    pde, N = chain.pde(), m["modes"]
     alpha0 = np.array([complex(*p) for p in cfg["initial"]["alpha"]])
     pc = dict(cfg["pinn"])
     pc["hidden"] = tuple(pc["hidden"])
@@ -175,9 +162,7 @@ def run_pinn(
         n_samples=cfg["eval"]["n_samples"],
         key=jax.random.key(cfg["seed"] + 1),
     )
-    alphas = np.stack(
-        [sla.expm(-(1j * M + 0.5 * g * np.eye(N)) * t) @ alpha0 for t in tsave]
-    )
+    alphas = np.stack([chain.alpha(t, alpha0) for t in tsave])
     n_exact = np.abs(alphas) ** 2
     n_err = np.abs(obs["n"] - n_exact)
     records = []
