@@ -36,6 +36,23 @@ class PretrainSettings:
     kl_tol: float = 2e-3
     check_every: int = 100
     check_samples: int = 20_000
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"`schedule` must be 'constant' or 'cosine', got {self.schedule!r}"
+            )
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam at `learning_rate`, or decaying to 1% of it over `max_steps`
+        ("cosine": the late small steps average out the sampling noise of the
+        gradient, which a constant rate leaves as a floor on the KL)."""
+        if self.schedule == "cosine":
+            return optax.adam(
+                optax.cosine_decay_schedule(self.learning_rate, self.max_steps, 0.01)
+            )
+        return optax.adam(self.learning_rate)
 
 
 def _mle_loss(flow, params, x):
@@ -97,7 +114,7 @@ def pretrain(
         sampler: (key, n) -> (n, dim) exact samples of Q(0), or None (then the
             reverse KL to logq0 is minimized).
     """
-    optimizer = optax.adam(settings.learning_rate)
+    optimizer = settings.optimizer()
     opt_state = optimizer.init(params)
     steps = 0
     key, sub = jax.random.split(key)

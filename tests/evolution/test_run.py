@@ -243,3 +243,28 @@ def test_resume_after_pretraining_and_an_interrupted_interval(
     for key in ("n", "l1_q", "kl_grid", "q_flow"):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-10, atol=1e-12)
     assert resumed["pretrain"] == summary["pretrain"]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cat_samples_follow_q_with_its_fringes(sign):
+    from qflow_jax.husimi import cat_q
+    from qflow_jax.husimi.states import sample_cat_q
+
+    n = 400_000
+    x = np.asarray(sample_cat_q(jax.random.key(3), 2.0, sign, n))
+    # <n> = |a0|^2 tanh(|a0|^2) (even) or coth (odd); E|alpha|^2 = <n> + 1
+    n_cat = 4.0 * np.tanh(4.0) ** sign
+    se = np.std(np.sum(x**2, -1)) / np.sqrt(n)
+    assert abs(np.mean(np.sum(x**2, -1)) - 1 - n_cat) < 4 * se
+    # the interference term doubles Q near the origin for the even cat and almost
+    # empties it for the odd one, relative to the mixture of the two Gaussians
+    r = 0.3
+    inside = np.mean(np.sum(x**2, -1) < r**2)
+    rho, phi = np.meshgrid(
+        np.linspace(0, r, 201)[1:] - r / 400, np.arange(64) * np.pi / 32
+    )
+    y = np.stack([rho * np.cos(phi), rho * np.sin(phi)], -1)
+    expected = np.sum(cat_q(2.0, sign)(y) * rho) * (r / 200) * (np.pi / 32)
+    mixture = np.exp(-4.0) * (1 - np.exp(-(r**2)))  # the same without interference
+    assert abs(expected - mixture) > 0.5 * mixture
+    assert abs(inside - expected) < 4 * np.sqrt(expected / n)
