@@ -16,11 +16,19 @@ n = 8) does not count as memory traffic. `floor_vs_10x` compares the per-term fl
 with a tenth of the QuTiP time: above 1, no kernel of this term count and step count
 can be 10x faster than QuTiP.
 
-Run: python benchmarks/network.py  (writes benchmarks/results/network.json)
+--quick: n = 4 and 6 only, one warm call per solver, no n = 10/11 runs (well under
+a minute on one CPU core). --out FILE: write the JSON there instead of
+benchmarks/results/network.json. A peer that is not installed or fails gets rows
+with that status and a reason; the run goes on.
+
+Run: python benchmarks/network.py [--quick] [--out FILE]
+(`--single N` is the internal fresh-process run of the large cases; peers: pip
+install ".[bench]")
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
@@ -31,7 +39,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import write_json
+from _common import engine_row, engine_versions, run_engine, write_json
 
 import qflow_jax as qf
 from qflow_jax.network import (
@@ -64,13 +72,21 @@ def z0(n: int) -> np.ndarray:
 
 
 def timed(fn, repeat: int = 1):
+    _, best, out = timed_first(fn, repeat)
+    return best, out
+
+
+def timed_first(fn, repeat: int = 1):
+    """(first-call time, best of `repeat` later calls, last output)."""
+    t = time.perf_counter()
     fn()
+    first = time.perf_counter() - t
     best = math.inf
     for _ in range(repeat):
         t = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t)
-    return best, out
+    return first, best, out
 
 
 def run_qflow(n: int, warm: bool = True, repeat: int = 3):
@@ -84,13 +100,13 @@ def run_qflow(n: int, warm: bool = True, repeat: int = 3):
         return res
 
     if warm:
-        t, res = timed(solve, repeat)
+        first, t, res = timed_first(solve, repeat)
     else:
         t0 = time.perf_counter()
         res = solve()
-        t = time.perf_counter() - t0
+        first = t = time.perf_counter() - t0
     z = np.asarray(res.reduced[:, 0, 0, 0] - res.reduced[:, 0, 1, 1]).real
-    return t, z, int(res.stats["num_steps"])
+    return first, t, z, int(res.stats["num_steps"])
 
 
 def run_qutip(n: int, repeat: int = 3):
@@ -109,8 +125,8 @@ def run_qutip(n: int, repeat: int = 3):
             Hq, rho0, tsave, cq, e_ops=[ez], options={"rtol": RTOL, "atol": ATOL}
         )
 
-    t, res = timed(solve, repeat)
-    return t, np.asarray(res.expect[0]).real
+    first, t, res = timed_first(solve, repeat)
+    return first, t, np.asarray(res.expect[0]).real
 
 
 def run_dynamiqs(n: int):
@@ -139,8 +155,8 @@ def run_dynamiqs(n: int):
         res.expects.block_until_ready()
         return res
 
-    t, res = timed(solve)  # one warm call: over a minute at n = 8
-    return t, np.asarray(res.expects[0]).real
+    first, t, res = timed_first(solve)  # one warm call: over a minute at n = 8
+    return first, t, np.asarray(res.expects[0]).real
 
 
 def pass_time(step, x: jax.Array) -> float:
@@ -181,7 +197,7 @@ def floors(n: int, steps: int) -> dict[str, float]:
 
 
 def single(n: int) -> dict[str, float]:
-    t, z, steps = run_qflow(n, warm=False)  # one call, compilation included
+    _, t, z, steps = run_qflow(n, warm=False)  # one call, compilation included
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:  # accelerator memory
         peak = stats["peak_bytes_in_use"] / 2**20
@@ -198,17 +214,40 @@ def single(n: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    rows = []
+def _f(x: float | None, spec: str) -> str:
+    """x formatted by `spec`, or "-" right-aligned to its width when None."""
+    if x is None:
+        return "-".rjust(int(spec.split(".")[0] or 0))
+    return format(x, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def _maxdiff(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    return None if a is None or b is None else float(np.abs(a - b).max())
+
+
+def main(quick: bool = False, out: str | None = None) -> None:
+    ns, repeat = ((4, 6), 1) if quick else ((4, 6, 8), 3)
+    rows, engine_rows = [], []
     print(
         f"{'n':>3} {'qflow s':>9} {'qutip s':>9} {'dynamiqs s':>11} {'x qutip':>8} "
         f"{'x dq':>7} {'|dz| qt':>9} {'|dz| dq':>9} {'t/floor':>8} {'rhs/fl':>7} "
         f"{'fl/10x':>7}"
     )
-    for n in (4, 6, 8):
-        tq, zq, steps = run_qflow(n)
-        tt, zt = run_qutip(n)
-        td, zd = run_dynamiqs(n)
+    for n in ns:
+        case = f"ring n={n}"
+        fq, tq, zq, steps = run_qflow(n, repeat=repeat)
+        peer = {
+            "qutip": run_engine(run_qutip, n, repeat),
+            "dynamiqs": run_engine(run_dynamiqs, n),
+        }
+        first = {k: None if v[0] is None else v[0][0] for k, v in peer.items()}
+        t = {k: None if v[0] is None else v[0][1] for k, v in peer.items()}
+        z = {k: None if v[0] is None else v[0][2] for k, v in peer.items()}
+        tt, td, zt, zd = t["qutip"], t["dynamiqs"], z["qutip"], z["dynamiqs"]
         fl = floors(n, steps)
         row = {
             "n": n,
@@ -216,29 +255,67 @@ def main() -> None:
             "qutip_s": tt,
             "dynamiqs_s": td,
             "steps": steps,
-            "err_vs_qutip": float(np.abs(zq - zt).max()),
-            "err_vs_dynamiqs": float(np.abs(zq - zd).max()),
+            "err_vs_qutip": _maxdiff(zq, zt),
+            "err_vs_dynamiqs": _maxdiff(zq, zd),
             **fl,
-            "floor_vs_10x": fl["floor_terms_s"] / (tt / 10),
+            "floor_vs_10x": None if tt is None else fl["floor_terms_s"] / (tt / 10),
         }
         rows.append(row)
+        engine_rows.append(
+            engine_row(
+                case,
+                "qflow_jax",
+                time_s=tq,
+                first_s=fq,
+                max_abs_diff_vs_qutip=row["err_vs_qutip"],
+                peak_MiB=None,
+            )
+        )
+        for name, (_, status, reason) in peer.items():
+            engine_rows.append(
+                engine_row(
+                    case,
+                    name,
+                    time_s=t[name],
+                    first_s=first[name],
+                    qflow_s=tq,
+                    max_abs_diff_vs_qutip=_maxdiff(z[name], zt),
+                    status=status,
+                    reason=reason,
+                    peak_MiB=None,
+                )
+            )
         print(
-            f"{n:>3} {tq:9.3f} {tt:9.3f} {td:11.3f} {tt / tq:8.1f} {td / tq:7.1f} "
-            f"{row['err_vs_qutip']:9.1e} {row['err_vs_dynamiqs']:9.1e} "
+            f"{n:>3} {tq:9.3f} {_f(tt, '9.3f')} {_f(td, '11.3f')} "
+            f"{_f(_ratio(tt, tq), '8.1f')} {_f(_ratio(td, tq), '7.1f')} "
+            f"{_f(row['err_vs_qutip'], '9.1e')} {_f(row['err_vs_dynamiqs'], '9.1e')} "
             f"{tq / fl['floor_terms_s']:8.2f} "
             f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f} "
-            f"{row['floor_vs_10x']:7.2f}"
+            f"{_f(row['floor_vs_10x'], '7.2f')}"
         )
+        for name, (_, status, reason) in peer.items():
+            if status != "ok":
+                print(f"    {name}: {status} ({reason})")
     big = []
-    for n in (10, 11):
-        out = subprocess.run(
+    for n in () if quick else (10, 11):
+        proc = subprocess.run(
             [sys.executable, __file__, "--single", str(n)],
             capture_output=True,
             text=True,
             check=True,
         )
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
         big.append(row)
+        # one cold call (compilation included) in a fresh process; qflow_jax only
+        engine_rows.append(
+            engine_row(
+                f"ring n={n}",
+                "qflow_jax",
+                time_s=row["qflow_s"],
+                first_s=row["qflow_s"],
+                peak_MiB=row["peak_MiB"],
+            )
+        )
         print(
             f"n={n}: qflow_jax {row['qflow_s']:.1f} s, {row['steps']} steps, "
             f"peak memory {row['peak_MiB']:.0f} MiB, "
@@ -246,12 +323,43 @@ def main() -> None:
             f"{row['qflow_s'] / row['floor_terms_s']:.2f}, rhs/floor "
             f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
         )
-    path = write_json("network", {"compare": rows, "large": big})
+    path = write_json(
+        "network",
+        {
+            "quick": quick,
+            "problem": {
+                "model": "ring",
+                "k": K,
+                "gamma": GAMMA,
+                "t_end": T_END,
+                "n_save": N_SAVE,
+                "rtol": RTOL,
+                "atol": ATOL,
+                "compare_n": list(ns),
+                "warm_repeats": repeat,
+                "large_n": [r["n"] for r in big],
+            },
+            "compare": rows,
+            "large": big,
+            "engine_versions": engine_versions(),
+            "engine_rows": engine_rows,
+        },
+        path=out,
+    )
     print(f"written {path}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--single":
-        print(json.dumps(single(int(sys.argv[2]))))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="n = 4, 6 only, 1 warm call, no n >= 10"
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default benchmarks/results/...)"
+    )
+    parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single is not None:
+        print(json.dumps(single(args.single)))
     else:
-        main()
+        main(quick=args.quick, out=args.out)

@@ -4,6 +4,7 @@
         [--coordinator HOST:PORT --num-processes N --process-id I]  several processes
     qflow pinn CONFIG [--out DIR]       the PINN baseline on a damped problem
     qflow collect FOLDER... [--out DIR]  one table from several runs' summaries
+    qflow bench SUITE [--quick] [--out DIR]  comparison suite: dims, bosonic, engines
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
 
@@ -48,6 +49,21 @@ def _cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
     from qflow_jax.runs import collect_runs
 
     return collect_runs(args.folders, args.out)
+
+
+def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from qflow_jax.bench import run_suite
+
+    return run_suite(
+        args.suite,
+        args.out,
+        quick=args.quick,
+        resume=args.resume,
+        time_budget=args.time_budget,
+        memory_budget_gib=args.memory_budget,
+        sizes=args.sizes,
+        methods=args.methods,
+    )
 
 
 def _cmd_lindblad(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,6 +130,30 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("folders", nargs="+", help="run folders")
     collect.add_argument("--out", default=".", help="where to write the table")
     collect.set_defaults(func=_cmd_collect)
+    bench = sub.add_parser(
+        "bench",
+        help="the comparison suite (Q-Flow vs grids, PINN, exact; engines vs peers)",
+        description="Run a comparison suite (configs/bench/SUITE.yaml, or a path to "
+        "a suite YAML): every method at every size within the same budgets; writes "
+        "results.json, results.md and log-log plots.",
+    )
+    bench.add_argument("suite", help="dims, bosonic, engines, or a suite YAML path")
+    bench.add_argument("--out", help="results folder (default runs/bench_SUITE)")
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes and few steps (minutes)"
+    )
+    bench.add_argument(
+        "--resume", action="store_true", help="keep the finished rows of results.json"
+    )
+    bench.add_argument(
+        "--time-budget", type=float, help="seconds per method and size (overrides)"
+    )
+    bench.add_argument(
+        "--memory-budget", type=float, help="GiB per method and size (overrides)"
+    )
+    bench.add_argument("--sizes", type=int, nargs="+", help="only these dimensions")
+    bench.add_argument("--methods", nargs="+", help="only these methods")
+    bench.set_defaults(func=_cmd_bench)
     lind = sub.add_parser(
         "lindblad",
         help="solve a Lindblad problem from a YAML config",
@@ -149,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qflow {args.command}: failed: {err}", file=sys.stderr)
         return 1
     shown = ("folder", "metrics", "timings_s", "sweep", "clusters", "notes", "table")
+    if args.command == "bench":
+        shown = ("folder", "suite", "suite_wall_s")
     print(
         json.dumps(
             to_jsonable({k: summary[k] for k in shown if k in summary}), indent=2

@@ -76,8 +76,12 @@ from qflow_jax.runs import RunFolder, pyplot, to_jsonable, versions
 __all__ = [
     "DEFAULT_QFLOW_CONFIG",
     "QFLOW_SCHEMA",
+    "MarginalGrid",
+    "QFlowSetup",
+    "compare_marginal",
     "parse_operator",
     "run_qflow",
+    "setup_qflow",
     "validate_qflow_config",
 ]
 
@@ -257,6 +261,8 @@ METRIC_DEFINITIONS = {
     "eval_samples flow samples with the grid points as bin centres, which adds "
     "a sampling floor (records[].l1_q_noise_floor, its expected value for exact "
     "samples)",
+    "l2_rel_q": "relative L2 distance (sum (q - Q_ref)^2 / sum Q_ref^2)^(1/2) on "
+    "the same grid and marginal as l1_q",
     "kl_grid": "KL(Q_ref || q) = sum Q_ref log(Q_ref / q) dA on the same grid and "
     "marginal as l1_q; with a histogram, empty bins count as half a sample",
     "kl_exact_flow": "damped_modes only: KL(Q || q) over all 2N coordinates, Monte "
@@ -685,11 +691,21 @@ def _top_populations(states: jax.Array, dims: list[int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Grid:
-    """Square grid [-w, w]^2 of the (x, p) plane of one mode; points are also the
-    bin centres of the histogram estimate."""
+class MarginalGrid:
+    """Square grid [-w, w]^2 of the (x, p) plane of one mode, where single-mode Q
+    marginals are compared; points are also the bin centres of histogram estimates.
+
+    Example:
+        >>> grid = MarginalGrid(np.linspace(-6, 6, 101), mode=0)
+        >>> grid.points.shape  # (10201, 2)
+    """
 
     axis: np.ndarray  # (G,)
+    mode: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.axis), len(self.axis))
 
     @property
     def dA(self) -> float:
@@ -709,18 +725,82 @@ class _Grid:
         h = self.axis[1] - self.axis[0]
         return np.concatenate([self.axis - h / 2, [self.axis[-1] + h / 2]])
 
+    def histogram(
+        self, xp: np.ndarray, Q: np.ndarray, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Density estimate on the grid from samples xp (n, 2) of the marginal
+        (optionally importance-weighted), with what `compare_marginal` needs to
+        read it: the KL floor (half a sample per bin) and the L1 noise floor (the
+        expected L1 of a histogram of n exact samples of Q, the reference)."""
+        n = len(xp)
+        w = None if weights is None else weights / np.sum(weights) * n
+        counts, _, _ = np.histogram2d(
+            xp[:, 0], xp[:, 1], bins=[self.edges] * 2, weights=w
+        )
+        if w is not None:  # the effective sample size of the weighted samples
+            n = float(np.sum(w) ** 2 / np.sum(w**2))
+        p = np.clip(Q * self.dA, 0, 1)
+        noise = float(np.sqrt(2 / np.pi) * np.sum(np.sqrt(p * (1 - p) / n)))
+        q = counts / (len(xp) * self.dA)
+        return q, {"floor": 0.5 / (n * self.dA), "noise": noise}
+
+
+def compare_marginal(
+    grid: MarginalGrid,
+    Q: np.ndarray,
+    q: np.ndarray,
+    n_ref: np.ndarray,
+    n_model: np.ndarray,
+    *,
+    floor: float = 1e-300,
+    noise: float = 0.0,
+) -> dict[str, Any]:
+    """The metrics of METRIC_DEFINITIONS that compare a model with the reference:
+    <n_j> errors, and L1, relative L2 and KL of the single-mode Q marginal on
+    `grid`. Shared by `qflow run` and the comparison suite (`qflow bench`), so that
+    every method is measured the same way.
+
+    Args:
+        Q, q: (G, G) reference and model marginals on the grid.
+        n_ref, n_model: (N,) reference and model <n_j>.
+        floor: smallest q used inside the log of the grid KL.
+        noise: the expected L1 of an exact histogram estimate (0 for densities).
+    """
+    pos = Q > 0
+    return {
+        "n_ref": n_ref.tolist(),
+        # relative error over the modes holding at least 0.05 quanta
+        "max_rel_error_n": float(
+            np.max(
+                np.where(
+                    n_ref >= 0.05,
+                    np.abs(n_model - n_ref) / np.maximum(n_ref, 0.05),
+                    0.0,
+                )
+            )
+        ),
+        "max_abs_error_n": float(np.max(np.abs(n_model - n_ref))),
+        "l1_q": float(np.sum(np.abs(q - Q)) * grid.dA),
+        "l1_q_noise_floor": noise,
+        "l2_rel_q": float(np.sqrt(np.sum((q - Q) ** 2) / np.sum(Q**2))),
+        "kl_grid": float(
+            np.sum(Q[pos] * (np.log(Q[pos]) - np.log(np.maximum(q[pos], floor))))
+            * grid.dA
+        ),
+        "grid_mass_ref": float(np.sum(Q) * grid.dA),
+    }
+
 
 def _evaluate(
-    flow, params, problem: _Problem, grid: _Grid, i: int, t: float, key, cfg
+    flow, params, problem: _Problem, grid: MarginalGrid, i: int, t: float, key, cfg
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of the flow at save time i against the reference; also the flow's
     Q marginal on the grid."""
-    n_samples, m = cfg["eval_samples"], cfg["metrics"]["mode"]
+    n_samples, m = cfg["eval_samples"], grid.mode
     k1, k2 = jax.random.split(key)
     x, _ = flow.apply(params, k1, n_samples, method=NormalizingFlow.sample_and_log_prob)
     obs = sample_observables(x)
-    n_flow, n_ref = np.asarray(obs["n"]), problem.n_ref[i]
-    G = len(grid.axis)
+    n_flow = np.asarray(obs["n"])
     Q = problem.q_marginal(i, m, grid.alphas)
     nonfinite = 0
     if problem.N == 1:
@@ -728,42 +808,17 @@ def _evaluate(
         # an affine coupling may overflow far out on the grid; such points count
         # as q = 0 (the reference mass there then adds to the L1 distance)
         nonfinite = int(np.sum(~np.isfinite(q)))
-        q = np.where(np.isfinite(q), q, 0.0)
-        q, floor, noise = q.reshape(G, G), 1e-300, 0.0
+        q = np.where(np.isfinite(q), q, 0.0).reshape(grid.shape)
+        histogram = {}
     else:
-        counts, _, _ = np.histogram2d(
-            np.asarray(x[:, 2 * m]), np.asarray(x[:, 2 * m + 1]), bins=[grid.edges] * 2
-        )
-        q = counts / (n_samples * grid.dA)
-        floor = 0.5 / (n_samples * grid.dA)
-        p = np.clip(Q * grid.dA, 0, 1)
-        noise = float(np.sqrt(2 / np.pi) * np.sum(np.sqrt(p * (1 - p) / n_samples)))
-    pos = Q > 0
+        q, histogram = grid.histogram(np.asarray(x[:, 2 * m : 2 * m + 2]), Q)
     record = {
         "t": float(t),
         "n": n_flow.tolist(),
         "n_err": np.asarray(obs["n_err"]).tolist(),
-        "n_ref": n_ref.tolist(),
         "a": to_jsonable(np.asarray(obs["a"])),
         "a_ref": to_jsonable(problem.a_ref[i]),
-        # relative error over the modes holding at least 0.05 quanta
-        "max_rel_error_n": float(
-            np.max(
-                np.where(
-                    n_ref >= 0.05,
-                    np.abs(n_flow - n_ref) / np.maximum(n_ref, 0.05),
-                    0.0,
-                )
-            )
-        ),
-        "max_abs_error_n": float(np.max(np.abs(n_flow - n_ref))),
-        "l1_q": float(np.sum(np.abs(q - Q)) * grid.dA),
-        "l1_q_noise_floor": noise,
-        "kl_grid": float(
-            np.sum(Q[pos] * (np.log(Q[pos]) - np.log(np.maximum(q[pos], floor))))
-            * grid.dA
-        ),
-        "grid_mass_ref": float(np.sum(Q) * grid.dA),
+        **compare_marginal(grid, Q, q, problem.n_ref[i], n_flow, **histogram),
         "grid_nonfinite_points": nonfinite,
     }
     kl = problem.kl_exact(i, lambda y: flow.apply(params, y), k2, n_samples)
@@ -893,11 +948,12 @@ def _problem(cfg: dict[str, Any], initial: _Initial, tsave: np.ndarray) -> _Prob
     )
 
 
-def _grid(cfg: dict[str, Any], problem: _Problem) -> _Grid:
+def _grid(cfg: dict[str, Any], problem: _Problem) -> MarginalGrid:
     w = cfg["metrics"]["grid_half_width"]
     if w is None:
         w = float(np.sqrt(problem.n_ref[:, cfg["metrics"]["mode"]].max() + 1) + 4)
-    return _Grid(np.linspace(-w, w, cfg["metrics"]["grid_points"]))
+    m = cfg["metrics"]["mode"]
+    return MarginalGrid(np.linspace(-w, w, cfg["metrics"]["grid_points"]), m)
 
 
 def _pretrain_flow(flow, params, initial: _Initial, cfg: dict) -> dict[str, Any]:
@@ -924,6 +980,42 @@ def _pretrain_flow(flow, params, initial: _Initial, cfg: dict) -> dict[str, Any]
     }
 
 
+@dataclass(frozen=True)
+class QFlowSetup:
+    """A validated `qflow run` config with its problem: the compiled Q-PDE and the
+    reference at the save times, and the grid where Q marginals are compared.
+
+    Attributes:
+        cfg: the config with defaults filled in.
+        initial: the initial state.
+        problem: PDE (`problem.pde`), reference <n_j> (`problem.n_ref`) and <a_j>,
+            reference marginals (`problem.q_marginal`), exact KL where known.
+        tsave: save times.
+        grid: the `MarginalGrid` of `metrics.mode`.
+    """
+
+    cfg: dict[str, Any]
+    initial: _Initial
+    problem: _Problem
+    tsave: np.ndarray
+    grid: MarginalGrid
+
+
+def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
+    """Validates a `qflow run` config and builds its problem and reference (for the
+    `expression` models this solves the Fock-space reference).
+
+    Example:
+        >>> setup = setup_qflow(DEFAULT_QFLOW_CONFIG)
+        >>> setup.problem.n_ref[-1]  # exact <n>(t_end)
+    """
+    cfg = validate_qflow_config(config)
+    tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
+    initial = _Initial.from_config(cfg["initial"], cfg["model"]["modes"])
+    problem = _problem(cfg, initial, tsave)
+    return QFlowSetup(cfg, initial, problem, tsave, _grid(cfg, problem))
+
+
 def run_qflow(
     config: dict[str, Any],
     out_dir: str | Path | None = None,
@@ -938,15 +1030,18 @@ def run_qflow(
     uninterrupted run with the same seed: pre-training draws from the seed, every
     interval from fold_in(seed, interval).
     """
-    cfg = validate_qflow_config(config)
-    run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
-    tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
-    N = cfg["model"]["modes"]
-    initial = _Initial.from_config(cfg["initial"], N)
     started = time.perf_counter()
-    problem = _problem(cfg, initial, tsave)
+    setup = setup_qflow(config)
+    cfg, initial, problem, tsave, grid = (
+        setup.cfg,
+        setup.initial,
+        setup.problem,
+        setup.tsave,
+        setup.grid,
+    )
     reference_s = time.perf_counter() - started
-    grid = _grid(cfg, problem)
+    run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
+    N = cfg["model"]["modes"]
     fcfg = cfg["flow"]
     flow = NormalizingFlow(
         dim=2 * N,
@@ -1056,6 +1151,7 @@ def run_qflow(
         "max_abs_error_n": max(r["max_abs_error_n"] for r in records),
         "max_l1_q": max(r["l1_q"] for r in records),
         "final_l1_q": records[-1]["l1_q"],
+        "final_l2_rel_q": records[-1]["l2_rel_q"],
         "max_kl_grid": max(r["kl_grid"] for r in records),
         "final_kl_grid": records[-1]["kl_grid"],
         "min_grid_mass_ref": min(r["grid_mass_ref"] for r in records),
