@@ -51,6 +51,7 @@ from qflow_jax.network.solve import (
     network_mesolve,
     product_state,
     solve_reduced,
+    sweep_reduced_states,
 )
 from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
 
@@ -90,6 +91,7 @@ __all__ = [
     "quantum_laplacian",
     "run_blended",
     "solve_reduced",
+    "sweep_reduced_states",
     "swap_matrix",
     "symmetrize",
     "trace_distances",

@@ -12,7 +12,7 @@ from qflow_jax.network.blended import (
     blended_trajectories,
 )
 from qflow_jax.network.model import QubitNetwork, _components
-from qflow_jax.network.solve import network_mesolve, solve_reduced
+from qflow_jax.network.solve import sweep_reduced_states
 
 __all__ = [
     "bloch_vectors",
@@ -131,29 +131,19 @@ def network_trajectories(
     max_steps: int = 1_000_000,
 ) -> np.ndarray:
     """(nt, n, 2, 2) reduced states: `solve_reduced` when all terms are local (exact
-    closure), else the partial traces of `network_mesolve`."""
-    if network.is_local:
-        res = solve_reduced(
-            network,
+    closure), else the partial traces of `network_mesolve` (`sweep_reduced_states`
+    of one network)."""
+    return np.asarray(
+        sweep_reduced_states(
+            [network],
             rho0,
             tsave,
             method=method,
             rtol=rtol,
             atol=atol,
             max_steps=max_steps,
-        )
-        return np.asarray(res.states)
-    res = network_mesolve(
-        network,
-        rho0,
-        tsave,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        save_states=False,
-        max_steps=max_steps,
+        )[0]
     )
-    return np.asarray(res.reduced)
 
 
 def k_sweep(
@@ -209,10 +199,12 @@ def k_sweep(
     if not np.any(mask):
         raise ValueError(f"`t_skip`={t_skip} leaves no save time (t_end={t[-1]})")
     bar = blended_trajectories(network, rho0, t)
+    nets = [network.with_k(float(k)) for k in ks]
+    reds = np.asarray(
+        sweep_reduced_states(nets, rho0, t, method=method, rtol=rtol, atol=atol)
+    )
     errors, residuals = [], []
-    for k in ks:
-        net = network.with_k(float(k))
-        red = network_trajectories(net, rho0, t, method=method, rtol=rtol, atol=atol)
+    for net, red in zip(nets, reds, strict=True):
         errors.append(trace_distances(red[mask], bar[mask]).max())
         avg = component_averages(net, red)
         dev = (red - avg)[mask]

@@ -25,6 +25,7 @@ __all__ = [
     "network_mesolve",
     "product_state",
     "solve_reduced",
+    "sweep_reduced_states",
 ]
 
 METHODS = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kencarp4", "kencarp5")
@@ -132,6 +133,18 @@ def _network_state(rho0: Any, n: int) -> jax.Array:
             f"`rho0` must be a ({N}, {N}) density matrix, a ({N}, 1) ket or (n={n}, 2, "
             f"2) qubit states, got shape {arr.shape}"
         )
+    _check_density(arr, "rho0")
+    return jnp.asarray(arr)
+
+
+def _reduced_state(rho0: Any, n: int) -> jax.Array:
+    """(n, 2, 2) reduced states from themselves or from a (2^n, 2^n) network state."""
+    arr = np.asarray(rho0, dtype=complex)
+    if arr.shape == (2**n, 2**n) and n > 1:
+        _check_density(arr, "rho0")
+        arr = np.asarray(partial_traces(jnp.asarray(arr), n))
+    if arr.shape != (n, 2, 2):
+        raise ValueError(f"`rho0` must have shape (n={n}, 2, 2), got {arr.shape}")
     _check_density(arr, "rho0")
     return jnp.asarray(arr)
 
@@ -394,17 +407,81 @@ def solve_reduced(
         )
     _check_tols(rtol, atol, max_steps)
     tsave = _check_tsave(tsave)
-    arr = np.asarray(rho0, dtype=complex)
-    n = network.n
-    if arr.shape == (2**n, 2**n) and n > 1:
-        _check_density(arr, "rho0")
-        arr = np.asarray(partial_traces(jnp.asarray(arr), n))
-    if arr.shape != (n, 2, 2):
-        raise ValueError(f"`rho0` must have shape (n={n}, 2, 2), got {arr.shape}")
-    _check_density(arr, "rho0")
+    y0 = _reduced_state(rho0, network.n)
     solver, vfs = _solver_and_fields(ReducedVectorField, network, method, rtol, atol)
-    states, stats, ok = _solve_reduced(
-        vfs, solver, jnp.asarray(arr), tsave, rtol, atol, max_steps
-    )
+    states, stats, ok = _solve_reduced(vfs, solver, y0, tsave, rtol, atol, max_steps)
     _raise_if_failed(ok, "solve_reduced", max_steps)
     return ReducedResult(tsave, states, stats)
+
+
+def sweep_reduced_states(
+    networks: Sequence[QubitNetwork],
+    rho0: Any,
+    tsave: Any,
+    *,
+    method: str | dfx.AbstractSolver = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 1_000_000,
+) -> jax.Array:
+    """Reduced-state trajectories (len(networks), nt, n, 2, 2) of networks that
+    differ only in their coefficients (swap gain, weights, Hamiltonians, rates: one
+    graph and one set of term shapes), e.g. a k-sweep.
+
+    One solve per network, `solve_reduced` when all terms are local (exact closure),
+    else `network_mesolve`'s structured engine with its partial traces. The batch is
+    split over the devices of the run (`qflow_jax.parallel.map_batch`; each device
+    solves its networks one after the other, every one with its own steps); one
+    compilation serves the whole sweep.
+
+    Example:
+        >>> nets = [QubitNetwork(3, "path", k=k, jump_ops=[[qf.sigmam()]] * 3)
+        ...         for k in (10.0, 100.0)]
+        >>> sweep_reduced_states(nets, [qf.fock_dm(2, 1)] * 3, [0.0, 1.0]).shape
+        (2, 2, 3, 2, 2)
+    """
+    from qflow_jax.parallel import map_batch
+
+    if not networks or not all(isinstance(n, QubitNetwork) for n in networks):
+        raise TypeError("`networks` must be a non-empty sequence of QubitNetwork")
+    _check_tols(rtol, atol, max_steps)
+    tsave = _check_tsave(tsave)
+    net0 = networks[0]
+    local = net0.is_local
+    field_cls = ReducedVectorField if local else NetworkVectorField
+    built = [_solver_and_fields(field_cls, net, method, rtol, atol) for net in networks]
+    solver = built[0][0]
+    fields = [vfs for _, vfs in built]
+
+    def shapes(f):
+        leaves, tree = jax.tree.flatten(f)
+        return tree, [np.shape(x) for x in leaves]
+
+    if any(shapes(f) != shapes(fields[0]) for f in fields):
+        raise ValueError(
+            "`networks` must share their graph and the shapes of their terms (they "
+            "may differ in coefficients only)"
+        )
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *fields)
+    if local:
+        y0 = _reduced_state(rho0, net0.n)
+
+        def one(vfs):
+            states, _, ok = _solve_reduced(
+                vfs, solver, y0, tsave, rtol, atol, max_steps
+            )
+            return states, ok
+
+    else:
+        y0 = _network_state(rho0, net0.n)
+
+        def one(vfs):
+            out = _solve_network(
+                vfs, net0.n, solver, y0, tsave, None, False, rtol, atol, max_steps
+            )
+            return out[1], out[-1]
+
+    states, ok = map_batch(one, stacked, sequential=True)
+    for i, good in enumerate(np.asarray(ok)):
+        _raise_if_failed(good, f"sweep_reduced_states (network {i})", max_steps)
+    return states

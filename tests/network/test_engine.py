@@ -15,6 +15,7 @@ from qflow_jax.network import (
     product_state,
     solve_reduced,
     swap_matrix,
+    sweep_reduced_states,
 )
 
 
@@ -184,3 +185,26 @@ def test_bad_solver_inputs():
         network_mesolve(net, np.eye(4), [0.0, 1.0])
     with pytest.raises(ValueError, match="tsave"):
         network_mesolve(net, random_state(2, 1), [1.0, 0.0])
+
+
+@pytest.mark.parametrize("couplings", [False, True])
+def test_sweep_equals_one_solve_per_network(couplings):
+    nets = [random_network(3, 11, k=k, couplings=couplings) for k in (0.5, 5.0, 50.0)]
+    start = [qf.fock_dm(2, 0), qf.fock_dm(2, 1), qf.fock_dm(2, 0)]
+    t = jnp.linspace(0.0, 1.0, 4)
+    opts = {"rtol": 1e-10, "atol": 1e-12}
+    swept = np.asarray(sweep_reduced_states(nets, start, t, **opts))
+    for net, red in zip(nets, swept, strict=True):
+        if couplings:
+            one = network_mesolve(net, start, t, save_states=False, **opts).reduced
+        else:
+            one = solve_reduced(net, start, t, **opts).states
+        np.testing.assert_allclose(red, np.asarray(one), atol=1e-12)
+    assert swept.shape == (3, 4, 3, 2, 2)
+
+
+def test_sweep_refuses_networks_of_different_shapes():
+    a = QubitNetwork(3, "path", k=1.0, jump_ops=[[qf.sigmam()]] * 3)
+    b = QubitNetwork(3, "ring", k=1.0, jump_ops=[[qf.sigmam()]] * 3)
+    with pytest.raises(ValueError, match="share their graph"):
+        sweep_reduced_states([a, b], [qf.fock_dm(2, 0)] * 3, [0.0, 1.0])

@@ -1,5 +1,6 @@
-"""Runs one Euler-KL step, one TDVP theta_dot and a batched mesolve on however many
-devices XLA_FLAGS gives this process; prints the results as JSON."""
+"""Runs one Euler-KL step, one TDVP theta_dot, a batched mesolve and a network
+k-sweep on however many devices XLA_FLAGS gives this process; prints the results as
+JSON."""
 
 import json
 
@@ -13,6 +14,7 @@ from qflow_jax.evolution._flowfns import flatten
 from qflow_jax.evolution.tdvp import TDVPSettings
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import a, adag, compile_qpde
+from qflow_jax.network import sweep_reduced_states
 from qflow_jax.parallel import shard_samples
 
 pde = compile_qpde(adag(0) @ a(0), [a(0)])
@@ -38,6 +40,21 @@ rho0 = jnp.stack([qf.coherent_dm(N, 0.3 * k) for k in range(4)])
 res = qf.mesolve(
     A.conj().T @ A, [A], rho0, jnp.linspace(0.0, 1.0, 3), exp_ops=[A.conj().T @ A]
 )
+# a k-sweep of a 3-qubit ring with an XX coupling (structured full-state engine)
+# and of the same ring without it (reduced-state system): 4 gains, one per device
+kw = {"H": [0.5 * (j + 1) * qf.sigmaz() for j in range(3)]}
+kw["jump_ops"] = [[0.3 * qf.sigmam()]] * 3
+nets = [qf.QubitNetwork(3, "ring", k=k, **kw) for k in (1.0, 3.0, 10.0, 30.0)]
+coupled = [
+    qf.QubitNetwork(3, "ring", k=k, couplings=[(0, 1, "XX", 0.2)], **kw)
+    for k in (1.0, 3.0, 10.0, 30.0)
+]
+start = [qf.fock_dm(2, 0), qf.fock_dm(2, 1), qf.fock_dm(2, 0)]
+ts = jnp.linspace(0.0, 1.0, 3)
+sweeps = [
+    np.asarray(sweep_reduced_states(n, start, ts, rtol=1e-10, atol=1e-12))
+    for n in (nets, coupled)
+]
 print(
     json.dumps(
         {
@@ -46,6 +63,7 @@ print(
             "euler_kl": np.asarray(flatten(new)[0]).tolist(),
             "theta_dot": np.asarray(theta_dot).tolist(),
             "mesolve_n": np.asarray(res.expects.real).tolist(),
+            "sweep": np.stack(sweeps).real.tolist(),
         }
     )
 )

@@ -42,7 +42,12 @@ def test_four_devices_split_the_samples(results):
 # in another order differ by a few float32 ulps; the rest is float64.
 @pytest.mark.parametrize(
     ("what", "rtol", "atol"),
-    [("euler_kl", 1e-5, 1e-7), ("theta_dot", 1e-9, 1e-12), ("mesolve_n", 1e-9, 1e-12)],
+    [
+        ("euler_kl", 1e-5, 1e-7),
+        ("theta_dot", 1e-9, 1e-12),
+        ("mesolve_n", 1e-9, 1e-12),
+        ("sweep", 1e-9, 1e-12),
+    ],
 )
 def test_one_and_four_devices_agree(results, what, rtol, atol):
     one, four = results
