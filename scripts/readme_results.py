@@ -1,4 +1,6 @@
-"""Rewrites the README's generated results block from benchmarks/results/*.json.
+"""Rewrites the README's generated results blocks: the comparison suite from
+benchmarks/results/suite_*/ (`qflow bench`), the Lindblad engines from
+benchmarks/results/*.json.
 
 Run after the benchmarks: python scripts/readme_results.py
 """
@@ -11,6 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SUITE_START, SUITE_END = "<!-- suite:start -->", "<!-- suite:end -->"
+SUITES = ("dims", "bosonic", "engines")
+PLOTS = ("error_vs_dim", "kl_vs_dim", "time_vs_dim", "memory_vs_dim")
 
 
 def _machine(data: dict) -> str:
@@ -73,18 +78,40 @@ def _network(data: dict) -> list[str]:
 RENDERERS = {"lindblad_bosonic": _bosonic, "network": _network}
 
 
+def _suite(folder: Path) -> list[str]:
+    """The suite's own results.md (its title one level down) and its plots."""
+    md = (folder / "results.md").read_text().strip().splitlines()
+    lines = ["#" + md[0], *md[1:], ""]
+    pngs = [p for p in PLOTS if (folder / f"{p}.png").exists()]
+    if pngs:
+        rel = folder.relative_to(ROOT).as_posix()
+        lines.append(" ".join(f"![{p}]({rel}/{p}.png)" for p in pngs))
+        lines.append("")
+    return lines
+
+
+def _replace(text: str, start: str, end: str, blocks: list[str]) -> str:
+    body = "\n".join([start, "", *blocks, end])
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), body, text, flags=re.S)
+
+
 def main() -> None:
+    results = ROOT / "benchmarks" / "results"
+    suites = []
+    for name in SUITES:
+        for suffix in ("", "_gpu"):
+            folder = results / f"suite_{name}{suffix}"
+            if (folder / "results.md").exists():
+                suites += _suite(folder)
     blocks = []
     for name, render in RENDERERS.items():
         for suffix in ("", "_gpu"):  # this machine's CPU, then a GPU if one ran it
-            path = ROOT / "benchmarks" / "results" / f"{name}{suffix}.json"
+            path = results / f"{name}{suffix}.json"
             if path.exists():
                 blocks += render(json.loads(path.read_text())) + [""]
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    body = "\n".join([START, "", *blocks, END])
-    text = re.sub(re.escape(START) + ".*?" + re.escape(END), body, text, flags=re.S)
-    readme.write_text(text)
+    text = _replace(readme.read_text(), SUITE_START, SUITE_END, suites)
+    readme.write_text(_replace(text, START, END, blocks))
     print(f"updated {readme}")
 
 

@@ -419,11 +419,16 @@ def run_suite(
     name = cfg["suite"] + ("_quick" if quick else "")
     run = RunFolder(out_dir or Path("runs") / f"bench_{name}")
     done: list[dict[str, Any]] = []
+    earlier_s = 0.0  # wall time of the interrupted runs this one resumes
     results_path = run.path / "results.json"
     if resume and results_path.exists():
-        done = json.loads(results_path.read_text()).get("rows", [])
+        previous = json.loads(results_path.read_text())
+        done, earlier_s = previous.get("rows", []), previous.get("suite_wall_s", 0.0)
     results = {
         "command": "bench",
+        "invocation": _invocation(
+            suite, run.path, quick, time_budget, memory_budget_gib, sizes, methods
+        ),
         "suite": cfg["suite"],
         "quick": quick,
         "config": cfg,
@@ -435,13 +440,29 @@ def run_suite(
         _run_engines(cfg, run, results, progress)
     else:
         _run_methods(cfg, run, results, progress)
-    results["suite_wall_s"] = time.perf_counter() - began
+    results["suite_wall_s"] = earlier_s + time.perf_counter() - began
     if cfg["kind"] == "methods":
         _add_comparisons(results["rows"], cfg)
         _plots(run, results)
     run.write_json("results.json", results)
     run.write_text("results.md", markdown(results))
     return {**results, "folder": str(run.path)}
+
+
+def _invocation(suite, out, quick, time_budget, memory_gib, sizes, methods) -> str:
+    """The `qflow bench` command line that reproduces this run."""
+    parts = ["qflow", "bench", str(suite), "--out", str(out)]
+    if quick:
+        parts.append("--quick")
+    if time_budget is not None:
+        parts += ["--time-budget", f"{time_budget:g}"]
+    if memory_gib is not None:
+        parts += ["--memory-budget", f"{memory_gib:g}"]
+    if sizes:
+        parts += ["--sizes", *map(str, sizes)]
+    if methods:
+        parts += ["--methods", *methods]
+    return " ".join(parts)
 
 
 def _say(progress: bool, text: str) -> None:
@@ -549,6 +570,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine['device_count']} device(s), {machine['cpu_count']} CPU cores), "
         f"jax {machine['jax']}. Budgets per method and size: "
         f"{cfg['budgets']['time_s']:.0f} s, {cfg['budgets']['memory_gib']:g} GiB.",
+        "",
+        f"Command: `{results['invocation']}`",
         "",
     ]
     rows = results["rows"]
