@@ -2,10 +2,13 @@
 
 Problem: four damped modes with hopping (8 real dimensions), a 4-layer affine flow,
 4096 samples per batch. Euler-KL: inner optimizer steps of the default (reverse,
-midpoint) objective; TDVP: theta_dot = S^+ F with the dense S. On the CPU backend the
-script runs itself once per forced device count (1, 2, 4: XLA_FLAGS
---xla_force_host_platform_device_count) in fresh processes; on an accelerator it
-measures the devices it has. Samples are split over devices by qflow_jax.parallel.
+midpoint) objective; TDVP: theta_dot from S theta_dot = F, with the matrix-free S
+and conjugate gradients ("tdvp", the per-sample work) and with the dense S and its
+pseudo-inverse ("tdvp_dense", bound by the replicated P x P eigendecomposition).
+On the CPU backend the script runs itself once per forced device count (1, 2, 4:
+XLA_FLAGS --xla_force_host_platform_device_count) in fresh processes; on an
+accelerator it measures the devices it has. Samples are split over devices by
+qflow_jax.parallel.
 
 Note: forced CPU devices share the machine's cores, so on a 2-core machine more than
 two devices cannot add throughput; the numbers show the overhead of the split.
@@ -57,22 +60,31 @@ def measure() -> dict[str, float]:
 
     theta, unravel = flatten(params)
     z = jax.random.normal(jax.random.key(3), (BATCH, 2 * MODES))
-    tst = TDVPSettings(batch_size=BATCH)
-    fn = jax.jit(lambda th, z: tdvp_theta_dot(flow, pde, th, unravel, z, tst)[0])
-    fn(theta, z).block_until_ready()
-    reps = 5
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = fn(theta, z)
-    out.block_until_ready()
-    tdvp = (time.perf_counter() - t0) / reps
-    return {
+    out = {
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
         # two fits per midpoint step
         "euler_kl_samples_per_s": 2 * INNER * BATCH / euler,
-        "tdvp_samples_per_s": BATCH / tdvp,
     }
+    # matrix-free S (Jacobian-vector products) with CG: the per-sample work that the
+    # devices split; dense S with the pseudo-inverse: its eigendecomposition of the
+    # P x P matrix (P = 3344 here) is replicated on every device and dominates
+    for name, builder, solver, reps in (
+        ("tdvp", "matrix_free", "cg", 5),
+        ("tdvp_dense", "dense", "pinv", 1),
+    ):
+        tst = TDVPSettings(batch_size=BATCH, s_builder=builder, linear_solver=solver)
+        fn = jax.jit(
+            lambda th, z, tst=tst: tdvp_theta_dot(flow, pde, th, unravel, z, tst)[0]
+        )
+        fn(theta, z).block_until_ready()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            res = fn(theta, z)
+        res.block_until_ready()
+        out[f"{name}_samples_per_s"] = BATCH * reps / (time.perf_counter() - t0)
+    out["parameters"] = int(theta.size)
+    return out
 
 
 def main() -> None:
@@ -94,7 +106,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     for r in rows:
-        for m in ("euler_kl", "tdvp"):
+        for m in ("euler_kl", "tdvp", "tdvp_dense"):
             r[f"{m}_speedup"] = r[f"{m}_samples_per_s"] / base[f"{m}_samples_per_s"]
     print(
         f"{MODES} damped modes ({2 * MODES} dims), batch {BATCH}, "
@@ -109,6 +121,8 @@ def main() -> None:
             "euler_kl_speedup",
             "tdvp_samples_per_s",
             "tdvp_speedup",
+            "tdvp_dense_samples_per_s",
+            "tdvp_dense_speedup",
         ],
     )
     path = write_json("scaling", {"rows": rows, "modes": MODES, "batch": BATCH})
