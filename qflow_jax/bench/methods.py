@@ -228,9 +228,16 @@ def _pinn(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
     obs = sol.observables(
         tsave, n_grid=n_grid, n_samples=n_samples, key=jax.random.key(seed + 1)
     )
+    norms = np.asarray(obs["norm"])
+    if not np.all(np.isfinite(norms) & (norms > 0)):
+        raise RuntimeError(
+            f"the PINN's Q integrates to {norms.min():.3g} on its quadrature "
+            f"(importance sampling from N(0, (L/2)^2 I) in {dim} dimensions): no "
+            "moments or density to compare"
+        )
     i, m, mg = len(tsave) - 1, setup.grid.mode, setup.grid
     Q = problem.q_marginal(i, m, mg.alphas)
-    norm = float(obs["norm"][i])
+    norm = float(norms[i])
     if N == 1:
         q = np.asarray(sol.q(mg.points, tsave[i])).reshape(mg.shape) / norm
         extra: dict[str, float] = {}
