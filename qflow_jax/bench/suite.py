@@ -656,7 +656,7 @@ def _plots(run: RunFolder, results: dict[str, Any]) -> None:
     for fname, key, label in panels:
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
         drawn = False
-        for name in methods:
+        for k, name in enumerate(methods):
             pts = [
                 (r["dim"], r.get(key, (r.get("metrics") or {}).get(key)))
                 for r in rows
@@ -665,8 +665,13 @@ def _plots(run: RunFolder, results: dict[str, Any]) -> None:
             pts = [(d, v) for d, v in pts if v is not None and v > 0]
             if pts:
                 d, v = zip(*pts, strict=True)
-                ax.loglog(d, v, "o-", label=name)
+                ax.loglog(d, v, "o-", label=name, color=f"C{k}")
                 drawn = True
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xticks(sorted({r["dim"] for r in results["rows"]}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("real dimension 2N")
         ax.set_ylabel(label)
         ax.set_title(f"suite {results['suite']}", fontsize=9)
