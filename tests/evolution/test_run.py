@@ -268,3 +268,20 @@ def test_cat_samples_follow_q_with_its_fringes(sign):
     mixture = np.exp(-4.0) * (1 - np.exp(-(r**2)))  # the same without interference
     assert abs(expected - mixture) > 0.5 * mixture
     assert abs(inside - expected) < 4 * np.sqrt(expected / n)
+
+
+def test_every_shipped_qflow_config_is_valid():
+    from pathlib import Path
+
+    from qflow_jax.config import load_yaml
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    checked = []
+    for path in sorted(configs.glob("*.yaml")):
+        data = load_yaml(path)
+        if data.get("method") in ("tdvp", "euler-kl"):
+            cfg = validate_qflow_config(data)  # expressions are parsed here too
+            assert cfg["name"] == path.stem
+            checked.append(path.stem)
+    assert {"damped_1mode", "kerr_1mode", "cat_state_damping"} <= set(checked)
+    assert "bose_hubbard_dissipative_3modes" in checked
