@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,13 +170,31 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: `1e-3` is a number (YAML 1.1, PyYAML's default, makes it a
+    string unless it has a decimal point)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+        r"|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+        r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML mapping from `path`; a `ConfigError` for a missing or bad file."""
+    """Reads a YAML mapping from `path`; a `ConfigError` for a missing or bad file.
+    Numbers like `1e-3` are floats."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

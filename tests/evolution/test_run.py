@@ -285,3 +285,11 @@ def test_every_shipped_qflow_config_is_valid():
             checked.append(path.stem)
     assert {"damped_1mode", "kerr_1mode", "cat_state_damping"} <= set(checked)
     assert "bose_hubbard_dissipative_3modes" in checked
+
+
+def test_yaml_reads_exponent_numbers_as_floats(tmp_path):
+    from qflow_jax.config import load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text('a: 1e-3\nb: -3E4\nc: 2\nd: "1e-3"\ne: .5\n')
+    assert load_yaml(path) == {"a": 1e-3, "b": -3e4, "c": 2, "d": "1e-3", "e": 0.5}
