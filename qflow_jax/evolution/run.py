@@ -79,6 +79,7 @@ __all__ = [
     "MarginalGrid",
     "QFlowSetup",
     "compare_marginal",
+    "n_errors",
     "parse_operator",
     "run_qflow",
     "setup_qflow",
@@ -745,6 +746,16 @@ class MarginalGrid:
         return q, {"floor": 0.5 / (n * self.dA), "noise": noise}
 
 
+def n_errors(n_model: np.ndarray, n_ref: np.ndarray) -> dict[str, float]:
+    """max_rel_error_n (over the modes holding at least 0.05 quanta) and
+    max_abs_error_n of <n_j>, over arrays of any shape (one save time or all)."""
+    rel = np.where(n_ref >= 0.05, np.abs(n_model - n_ref) / np.maximum(n_ref, 0.05), 0)
+    return {
+        "max_rel_error_n": float(np.max(rel)),
+        "max_abs_error_n": float(np.max(np.abs(n_model - n_ref))),
+    }
+
+
 def compare_marginal(
     grid: MarginalGrid,
     Q: np.ndarray,
@@ -769,17 +780,7 @@ def compare_marginal(
     pos = Q > 0
     return {
         "n_ref": n_ref.tolist(),
-        # relative error over the modes holding at least 0.05 quanta
-        "max_rel_error_n": float(
-            np.max(
-                np.where(
-                    n_ref >= 0.05,
-                    np.abs(n_model - n_ref) / np.maximum(n_ref, 0.05),
-                    0.0,
-                )
-            )
-        ),
-        "max_abs_error_n": float(np.max(np.abs(n_model - n_ref))),
+        **n_errors(n_model, n_ref),
         "l1_q": float(np.sum(np.abs(q - Q)) * grid.dA),
         "l1_q_noise_floor": noise,
         "l2_rel_q": float(np.sqrt(np.sum((q - Q) ** 2) / np.sum(Q**2))),
