@@ -14,7 +14,9 @@ evaluations (Tsit5: 6 per step). Copy and right-hand side are timed inside one j
 loop, so that per-call dispatch (tens of microseconds, as long as a whole pass at
 n = 8) does not count as memory traffic. `floor_vs_10x` compares the per-term floor
 with a tenth of the QuTiP time: above 1, no kernel of this term count and step count
-can be 10x faster than QuTiP.
+can be 10x faster than QuTiP. `solver_s` is the solve time left after the
+right-hand sides (qflow time - rhs_s x rhs_evals): the integrator's own work per step
+(stage combinations, error norm, dense output, saves).
 
 --quick: n = 4 and 6 only, one warm call per solver, no n = 10/11 runs (well under
 a minute on one CPU core). --out FILE: write the JSON there instead of
@@ -235,7 +237,7 @@ def main(quick: bool = False, out: str | None = None) -> None:
     print(
         f"{'n':>3} {'qflow s':>9} {'qutip s':>9} {'dynamiqs s':>11} {'x qutip':>8} "
         f"{'x dq':>7} {'|dz| qt':>9} {'|dz| dq':>9} {'t/floor':>8} {'rhs/fl':>7} "
-        f"{'fl/10x':>7}"
+        f"{'fl/10x':>7} {'solver s':>9}"
     )
     for n in ns:
         case = f"ring n={n}"
@@ -259,6 +261,7 @@ def main(quick: bool = False, out: str | None = None) -> None:
             "err_vs_dynamiqs": _maxdiff(zq, zd),
             **fl,
             "floor_vs_10x": None if tt is None else fl["floor_terms_s"] / (tt / 10),
+            "solver_s": tq - fl["rhs_s"] * fl["rhs_evals"],
         }
         rows.append(row)
         engine_rows.append(
@@ -291,7 +294,7 @@ def main(quick: bool = False, out: str | None = None) -> None:
             f"{_f(row['err_vs_qutip'], '9.1e')} {_f(row['err_vs_dynamiqs'], '9.1e')} "
             f"{tq / fl['floor_terms_s']:8.2f} "
             f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f} "
-            f"{_f(row['floor_vs_10x'], '7.2f')}"
+            f"{_f(row['floor_vs_10x'], '7.2f')} {row['solver_s']:9.3f}"
         )
         for name, (_, status, reason) in peer.items():
             if status != "ok":
