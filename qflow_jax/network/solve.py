@@ -15,6 +15,7 @@ import numpy as np
 import optimistix as optx
 
 from qflow_jax.network.model import QubitNetwork
+from qflow_jax.network.tsit5 import UnrolledTsit5
 from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 METHODS = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kencarp4", "kencarp5")
 _EXPLICIT: dict[str, Callable[[], dfx.AbstractSolver]] = {
-    "tsit5": dfx.Tsit5,
+    "tsit5": UnrolledTsit5,
     "dopri5": dfx.Dopri5,
     "dopri8": dfx.Dopri8,
 }
@@ -253,7 +254,8 @@ def network_mesolve(
             (product state).
         tsave: (nt,) increasing save times.
         exp_ops: (2^n, 2^n) operators whose expectation values are saved.
-        method: "tsit5" (default), "dopri5", "dopri8" explicit; "kvaerno5"
+        method: "tsit5" (default; `UnrolledTsit5`, diffrax's Tsit5 with its stages
+            unrolled), "dopri5", "dopri8" explicit; "kvaerno5"
             implicit; "kencarp4"/"kencarp5" IMEX with the swap term implicit
             (for large k; the explicit part keeps its own step size). Implicit
             stages use matrix-free GMRES.

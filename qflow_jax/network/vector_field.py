@@ -48,13 +48,29 @@ def _swap_index(n: int, j: int, q: int) -> np.ndarray:
 
 
 def partial_traces(rho: jax.Array, n: int) -> jax.Array:
-    """(..., 2^n, 2^n) -> (..., n, 2, 2): the reduced state of every qubit."""
-    batch = rho.shape[:-2]
-    out = []
-    for j in range(n):
-        t = rho.reshape(*batch, 2**j, 2, 2 ** (n - j - 1), 2**j, 2, 2 ** (n - j - 1))
-        out.append(jnp.einsum("...xayxby->...ab", t))
-    return jnp.stack(out, axis=-3)
+    """(..., 2^n, 2^n) -> (..., n, 2, 2): the reduced state of every qubit.
+
+    rho_j[a, b] sums rho[r, r'] over the pairs that differ at most in bit j, so only
+    the diagonal and the n diagonals rho[r, r ^ f_j] are read: O(n 2^n) entries,
+    not O(n 4^n).
+
+    Example:
+        >>> partial_traces(product_state([qf.fock_dm(2, 0)] * 3), 3).shape
+        (3, 2, 2)
+    """
+    r = np.arange(2**n)
+    flips = (1 << (n - 1 - np.arange(n)))[:, None]
+    diag = rho[..., r, r]  # (..., N)
+    off = rho[..., r, r ^ flips]  # (..., n, N): rho[r, r ^ f_j]
+    ones = _bits(n).T.astype(float)  # (n, N): bit j of r
+    zeros = 1.0 - ones
+    p00 = jnp.einsum("...r,jr->...j", diag, zeros)
+    p11 = jnp.einsum("...r,jr->...j", diag, ones)
+    p01 = jnp.einsum("...jr,jr->...j", off, zeros)
+    p10 = jnp.einsum("...jr,jr->...j", off, ones)
+    return jnp.stack(
+        [jnp.stack([p00, p01], axis=-1), jnp.stack([p10, p11], axis=-1)], axis=-2
+    )
 
 
 class NetworkVectorField(eqx.Module):
