@@ -16,7 +16,8 @@ n = 8) does not count as memory traffic. `floor_vs_10x` compares the per-term fl
 with a tenth of the QuTiP time: above 1, no kernel of this term count and step count
 can be 10x faster than QuTiP. `solver_s` is the solve time left after the
 right-hand sides (qflow time - rhs_s x rhs_evals): the integrator's own work per step
-(stage combinations, error norm, dense output, saves).
+(`UnrolledTsit5`: stage combinations, error norm, dense output; diffrax's step loop
+and saves).
 
 --quick: n = 4 and 6 only, one warm call per solver, no n = 10/11 runs (well under
 a minute on one CPU core). --out FILE: write the JSON there instead of

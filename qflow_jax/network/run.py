@@ -63,6 +63,14 @@ def _per_qubit_rates(value: Any) -> str | None:
     return None if ok else "must be a rate >= 0 or a list of rates >= 0"
 
 
+def _gains(value: Any) -> str | None:
+    ok = isinstance(value, list) and len(value) >= 2
+    ok = ok and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value
+    )
+    return None if ok else "must be a list of at least 2 gains > 0"
+
+
 BLENDED_SCHEMA: dict[str, Any] = {
     "name": Field(str, "network", doc="run name"),
     "network": {
@@ -107,7 +115,9 @@ BLENDED_SCHEMA: dict[str, Any] = {
         "atol": Field(float, 1e-10, check=positive),
     },
     "sweep": {
-        "ks": Field(list, [10.0, 30.0, 100.0, 300.0], doc="swap gains of the k-sweep"),
+        "ks": Field(
+            list, [10.0, 30.0, 100.0, 300.0], check=_gains, doc="swap gains of the k-sweep"
+        ),
         "t_skip": Field(float, None, doc="errors measured for t >= t_skip"),
     },
     "cluster_tol": Field(float, 0.02, check=positive, doc="trace-distance tolerance"),

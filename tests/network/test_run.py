@@ -66,6 +66,15 @@ def test_bad_config_raises_config_error(tmp_path, patch, match):
         run_blended(cfg, tmp_path)
 
 
+@pytest.mark.parametrize("ks", [[30.0], [0.0, 30.0], [10.0, -5.0], "100"])
+@pytest.mark.parametrize("config", ["network_path3.yaml", "network_dicke.yaml"])
+def test_bad_sweep_gains_name_the_field(tmp_path, config, ks):
+    cfg = load_yaml(f"configs/{config}")
+    cfg["sweep"] = {**cfg.get("sweep", {}), "ks": ks}
+    with pytest.raises(ConfigError, match=r"sweep\.ks"):
+        run_blended(cfg, tmp_path)
+
+
 def test_dicke_operators_match_qutip_construction():
     n, N, omega, g, kappa, k = 2, 4, 1.1, 0.4, 0.3, 2.0
     net = QubitNetwork(2, "path", k=k, H=[0.5 * np.diag([1, -1])] * 2)
