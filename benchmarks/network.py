@@ -17,7 +17,12 @@ with a tenth of the QuTiP time: above 1, no kernel of this term count and step c
 can be 10x faster than QuTiP. `solver_s` is the solve time left after the
 right-hand sides (qflow time - rhs_s x rhs_evals): the integrator's own work per step
 (`UnrolledTsit5`: stage combinations, error norm, dense output; diffrax's step loop
-and saves).
+and saves). Each n <= 8 row also times the engine with diffrax's own `Tsit5`
+(`qflow_diffrax_tsit5_s`), whose stage buffer the default `UnrolledTsit5` avoids.
+
+`row_pass_s` times one fused pass with the right-hand side's term count in which
+every term reads rho with flipped row bits (contiguous rows): the same traffic,
+without the column permutations (flips and swaps of column bits are gathers).
 
 --quick: n = 4 and 6 only, one warm call per solver, no n = 10/11 runs (well under
 a minute on one CPU core). --out FILE: write the JSON there instead of
@@ -39,6 +44,7 @@ import subprocess
 import sys
 import time
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,6 +57,7 @@ from qflow_jax.network import (
     network_mesolve,
     product_state,
 )
+from qflow_jax.network.vector_field import _flip_rows
 
 K, GAMMA, T_END, N_SAVE, RTOL, ATOL = 5.0, 0.1, 5.0, 51, 1e-6, 1e-8
 
@@ -92,12 +99,18 @@ def timed_first(fn, repeat: int = 1):
     return first, best, out
 
 
-def run_qflow(n: int, warm: bool = True, repeat: int = 3):
+def run_qflow(n: int, warm: bool = True, repeat: int = 3, method="tsit5"):
     net, tsave = ring(n), np.linspace(0.0, T_END, N_SAVE)
 
     def solve():
         res = network_mesolve(
-            net, initial_factors(n), tsave, rtol=RTOL, atol=ATOL, save_states=False
+            net,
+            initial_factors(n),
+            tsave,
+            method=method,
+            rtol=RTOL,
+            atol=ATOL,
+            save_states=False,
         )
         res.reduced.block_until_ready()
         return res
@@ -129,7 +142,16 @@ def run_qutip(n: int, repeat: int = 3):
         )
 
     first, t, res = timed_first(solve, repeat)
-    return first, t, np.asarray(res.expect[0]).real
+    # untimed: the same solve with a counting coefficient, for QuTiP's number of
+    # right-hand-side evaluations (its Adams method takes one or two per step)
+    calls = []
+    counted = qutip.QobjEvo(
+        [qutip.liouvillian(Hq, cq), lambda t: calls.append(t) or 1.0]
+    )
+    qutip.mesolve(
+        counted, rho0, tsave, e_ops=[ez], options={"rtol": RTOL, "atol": ATOL}
+    )
+    return first, t, np.asarray(res.expect[0]).real, len(calls)
 
 
 def run_dynamiqs(n: int):
@@ -183,6 +205,22 @@ def rhs_time(n: int) -> float:
     return pass_time(lambda r: r + 1e-3 * vf(0.0, r, None), rho)
 
 
+def row_pass_time(n: int, terms: int) -> float:
+    """Seconds per fused pass of `terms` reads of rho with flipped row bits (scalar
+    coefficients, output written once): the same traffic as the right-hand side with
+    only contiguous-row permutations, i.e. what this term count costs when no term
+    permutes columns."""
+    rho = jnp.asarray(product_state(initial_factors(n)))
+
+    def step(y):
+        out = -0.5 * y
+        for i in range(terms):
+            out = out + (1e-3 / terms) * _flip_rows(y, (i % n,))
+        return y + out
+
+    return pass_time(step, rho)
+
+
 def floors(n: int, steps: int) -> dict[str, float]:
     vf = NetworkVectorField.build(ring(n))
     terms = 1 + 2 * len(vf.flip_patterns) + len(vf.jump_patterns) + len(vf.edges)
@@ -194,6 +232,7 @@ def floors(n: int, steps: int) -> dict[str, float]:
         "rhs_evals": evals,
         "copy_GBps": bw / 1e9,
         "rhs_s": rhs_time(n),
+        "row_pass_s": row_pass_time(n, terms),
         "floor_min_s": evals * 2 * entry / bw,
         "floor_terms_s": evals * (terms + 1) * entry / bw,
     }
@@ -243,6 +282,9 @@ def main(quick: bool = False, out: str | None = None) -> None:
     for n in ns:
         case = f"ring n={n}"
         fq, tq, zq, steps = run_qflow(n, repeat=repeat)
+        # the same engine with diffrax's own Tsit5 (stage buffer) instead of the
+        # default UnrolledTsit5
+        t_dfx = run_qflow(n, repeat=repeat, method=dfx.Tsit5())[1]
         peer = {
             "qutip": run_engine(run_qutip, n, repeat),
             "dynamiqs": run_engine(run_dynamiqs, n),
@@ -263,6 +305,10 @@ def main(quick: bool = False, out: str | None = None) -> None:
             **fl,
             "floor_vs_10x": None if tt is None else fl["floor_terms_s"] / (tt / 10),
             "solver_s": tq - fl["rhs_s"] * fl["rhs_evals"],
+            "qflow_diffrax_tsit5_s": t_dfx,
+            "qutip_rhs_evals": None
+            if peer["qutip"][0] is None
+            else peer["qutip"][0][3],
         }
         rows.append(row)
         engine_rows.append(
@@ -297,6 +343,14 @@ def main(quick: bool = False, out: str | None = None) -> None:
             f"{fl['rhs_s'] * fl['rhs_evals'] / fl['floor_terms_s']:7.2f} "
             f"{_f(row['floor_vs_10x'], '7.2f')} {row['solver_s']:9.3f}"
         )
+        print(
+            f"    right-hand sides: qflow_jax {fl['rhs_evals']}, QuTiP "
+            f"{row['qutip_rhs_evals'] or '-'}; "
+            f"qflow_jax with diffrax.Tsit5: {t_dfx:.3f} s ({t_dfx / tq:.2f}x); "
+            f"a pass of {fl['terms']} row-flipped reads: "
+            f"{fl['row_pass_s'] / fl['rhs_s']:.2f} x the right-hand side, "
+            f"{fl['row_pass_s'] * fl['rhs_evals'] / fl['floor_terms_s']:.2f} x floor"
+        )
         for name, (_, status, reason) in peer.items():
             if status != "ok":
                 print(f"    {name}: {status} ({reason})")
@@ -325,7 +379,9 @@ def main(quick: bool = False, out: str | None = None) -> None:
             f"peak memory {row['peak_MiB']:.0f} MiB, "
             f"<sigmaz_0>(T) = {row['z0_final']:.6f}, t/floor "
             f"{row['qflow_s'] / row['floor_terms_s']:.2f}, rhs/floor "
-            f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
+            f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}, "
+            f"row-flip pass/floor "
+            f"{row['row_pass_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
         )
     path = write_json(
         "network",

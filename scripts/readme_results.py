@@ -20,8 +20,10 @@ PLOTS = ("error_vs_dim", "kl_vs_dim", "time_vs_dim", "memory_vs_dim")
 
 def _machine(data: dict) -> str:
     v = data["versions"]
-    where = data.get("device", v["platform"])
-    host = "" if v["jax_backend"] == "cpu" else "; QuTiP on that machine's host CPU"
+    # on CPU the device kind is just "cpu": the platform says more
+    cpu = v["jax_backend"] == "cpu"
+    where = v["platform"] if cpu else data.get("device", v["platform"])
+    host = "" if cpu else "; QuTiP on that machine's host CPU"
     return f"{where}, backend {v['jax_backend']}, jax {v['jax']}{host}"
 
 
@@ -51,20 +53,23 @@ def _network(data: dict) -> list[str]:
         f"{_machine(data)}):",
         "",
         "| n | qflow_jax (s) | QuTiP (s) | dynamiqs (s) | QuTiP / qflow | "
-        "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | RHS time / floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | RHS time / floor | "
+        "qflow_jax with diffrax.Tsit5 (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["compare"]:
+        dfx_s = r.get("qflow_diffrax_tsit5_s")  # absent from runs before it existed
         lines.append(
             f"| {r['n']} | {r['qflow_s']:.3g} | {r['qutip_s']:.3g} | "
             f"{r['dynamiqs_s']:.3g} | {r['qutip_s'] / r['qflow_s']:.1f} | "
             f"{r['dynamiqs_s'] / r['qflow_s']:.1f} | {r['err_vs_qutip']:.1e} | "
-            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} |"
+            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} | "
+            f"{'-' if dfx_s is None else f'{dfx_s:.3g}'} |"
         )
     for r in data["large"]:
         lines.append(
             f"| {r['n']} | {r['qflow_s']:.3g} | - | - | - | - | - | "
-            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} |"
+            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} | - |"
         )
     lines.append("")
     lines.append(

@@ -116,7 +116,10 @@ BLENDED_SCHEMA: dict[str, Any] = {
     },
     "sweep": {
         "ks": Field(
-            list, [10.0, 30.0, 100.0, 300.0], check=_gains, doc="swap gains of the k-sweep"
+            list,
+            [10.0, 30.0, 100.0, 300.0],
+            check=_gains,
+            doc="swap gains of the k-sweep",
         ),
         "t_skip": Field(float, None, doc="errors measured for t >= t_skip"),
     },
