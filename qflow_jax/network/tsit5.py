@@ -87,7 +87,7 @@ class UnrolledTsit5(dfx.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        dt = t1 - t0
+        dt = jnp.asarray(t1 - t0)
         ok = dt == dt
         f0 = jax.lax.cond(
             made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state

@@ -66,12 +66,17 @@ def test_network_default_is_unrolled_and_matches_diffrax():
     assert float(jnp.abs(got.states - ref.states).max()) < 1e-12
 
 
-def test_nan_step_gives_nan_not_a_silent_value():
+def test_single_step_with_python_times_and_nan_step():
     solver = UnrolledTsit5()
     term = dfx.ODETerm(lambda t, y, args: -y)
     y0 = jnp.ones(3)
-    f0 = solver.init(term, 0.0, 1.0, y0, None)
-    y1, err, _, _, _ = jax.jit(solver.step, static_argnums=0)(
+    f0 = solver.init(term, 0.0, 0.1, y0, None)
+    y1, err, _, f1, _ = solver.step(term, 0.0, 0.1, y0, None, f0, False)
+    np.testing.assert_allclose(np.asarray(y1), np.exp(-0.1), rtol=1e-7)
+    np.testing.assert_allclose(np.asarray(f1), -np.asarray(y1), rtol=1e-12)
+    assert float(jnp.abs(err).max()) < 1e-6
+    # a NaN step gives NaN, never a silent value
+    y_nan = jax.jit(solver.step, static_argnums=0)(
         term, 0.0, jnp.nan, y0, None, f0, False
-    )
-    assert bool(jnp.all(jnp.isnan(y1)))
+    )[0]
+    assert bool(jnp.all(jnp.isnan(y_nan)))
