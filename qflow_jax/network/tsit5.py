@@ -53,12 +53,11 @@ class _Dense(dfx.AbstractLocalInterpolation):
         del left
         if t1 is not None:
             return self.evaluate(t1) - self.evaluate(t0)
-        theta = jnp.where(self.t1 == self.t0, 0.0, (t0 - self.t0) / (self.t1 - self.t0))
         # the 7 dense-output weights b_i(theta): the Tsit5 interpolant of unit stages
         unit = dfx.Tsit5.interpolation_cls(
-            t0=0.0, t1=1.0, y0=jnp.zeros(7), y1=None, k=jnp.eye(7)
+            t0=self.t0, t1=self.t1, y0=jnp.zeros(7), y1=None, k=jnp.eye(7)
         )
-        b = unit.evaluate(theta) * (self.t1 - self.t0)
+        b = unit.evaluate(t0) * (self.t1 - self.t0)
         out = self.y0
         for i, f in enumerate(self.fs):
             out = out + b[i].astype(f.dtype) * f
@@ -92,7 +91,7 @@ class UnrolledTsit5(dfx.AbstractAdaptiveSolver):
         f0 = jax.lax.cond(
             made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state
         )
-        fs = [_materialized(ok, lambda: f0, y0)]
+        fs = [f0]  # a cond output or the loop-carried FSAL value: its own buffer
         for a, c in zip(_TABLEAU.a_lower, _TABLEAU.c, strict=True):
 
             def stage_input(a=a, fs=tuple(fs)):

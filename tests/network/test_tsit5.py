@@ -15,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Complex dtype support")
 
 
 def _solve(solver, M, y0, ts, rtol, atol):
-    sol = dfx.diffeqsolve(
+    return dfx.diffeqsolve(
         dfx.ODETerm(lambda t, y, args: M @ y),
         solver,
         ts[0],
@@ -25,7 +25,6 @@ def _solve(solver, M, y0, ts, rtol, atol):
         saveat=dfx.SaveAt(ts=ts),
         stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
     )
-    return sol
 
 
 def test_same_steps_and_solution_as_diffrax_tsit5():
