@@ -16,7 +16,11 @@ import optimistix as optx
 
 from qflow_jax.network.model import QubitNetwork
 from qflow_jax.network.tsit5 import UnrolledTsit5
-from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
+from qflow_jax.network.vector_field import (
+    KERNELS,
+    NetworkVectorField,
+    partial_traces,
+)
 
 __all__ = [
     "METHODS",
@@ -58,15 +62,31 @@ def _solver(method: str | dfx.AbstractSolver, rtol: float, atol: float):
     return cls[method](root_finder=root), method.startswith("kencarp")
 
 
-def _solver_and_fields(field_cls, network, method, rtol, atol):
-    """The solver and its vector fields: (local, swap) parts for IMEX, else one."""
+def _solver_and_fields(field_cls, network, method, rtol, atol, kernel=None):
+    """The solver and its vector fields: (local, swap) parts for IMEX, else one.
+
+    `kernel` goes to `NetworkVectorField.build`. The native kernel needs Hermitian
+    states, which explicit Runge-Kutta stages are; Newton and GMRES iterates are not,
+    so an implicit or IMEX solver gets the XLA kernel with "auto".
+    """
     solver, imex = _solver(method, rtol, atol)
+    opts = {}
+    if kernel is not None:
+        if kernel not in KERNELS:
+            raise ValueError(f"`kernel` must be one of {KERNELS}, got {kernel!r}")
+        implicit = isinstance(solver, dfx.AbstractImplicitSolver) or imex
+        if implicit and kernel == "native":
+            raise ValueError(
+                "kernel='native' needs an explicit method (it takes Hermitian states;"
+                f" implicit iterates are not), got method={method!r}"
+            )
+        opts["kernel"] = "xla" if implicit else kernel
     if imex:
         return solver, (
-            field_cls.build(network, "local"),
-            field_cls.build(network, "swap"),
+            field_cls.build(network, "local", **opts),
+            field_cls.build(network, "swap", **opts),
         )
-    return solver, (field_cls.build(network),)
+    return solver, (field_cls.build(network, **opts),)
 
 
 def _check_tsave(tsave: Any) -> jax.Array:
@@ -126,7 +146,7 @@ def _network_state(rho0: Any, n: int) -> jax.Array:
     arr = np.asarray(rho0, dtype=complex)
     N = 2**n
     if arr.shape == (n, 2, 2):
-        return product_state(arr)
+        arr = np.asarray(product_state(arr))
     if arr.shape in ((N, 1), (N,)):
         arr = np.outer(arr.reshape(-1), arr.reshape(-1).conj())
     if arr.shape != (N, N):
@@ -135,7 +155,8 @@ def _network_state(rho0: Any, n: int) -> jax.Array:
             f"2) qubit states, got shape {arr.shape}"
         )
     _check_density(arr, "rho0")
-    return jnp.asarray(arr)
+    # exactly Hermitian: the native kernel and every explicit stage keep it so
+    return jnp.asarray(0.5 * (arr + arr.conj().T))
 
 
 def _reduced_state(rho0: Any, n: int) -> jax.Array:
@@ -239,6 +260,7 @@ def network_mesolve(
     atol: float = 1e-8,
     save_states: bool = True,
     max_steps: int = 100_000,
+    kernel: str = "auto",
 ) -> NetworkResult:
     r"""Solves the network master equation on the full 2^n x 2^n density matrix.
 
@@ -262,6 +284,9 @@ def network_mesolve(
         rtol, atol: PID step-size controller tolerances.
         save_states: keep the network state at every save time.
         max_steps: step limit (a RuntimeError when reached).
+        kernel: the right-hand side's kernel (`NetworkVectorField`): "auto" (the
+            compiled CPU kernel with an explicit method where it builds, else XLA),
+            "native" or "xla".
 
     Returns:
         `NetworkResult` with the states, the reduced states (nt, n, 2, 2) and the
@@ -277,7 +302,9 @@ def network_mesolve(
         raise TypeError(
             f"`network` must be a QubitNetwork, got {type(network).__name__}"
         )
-    solver, vfs = _solver_and_fields(NetworkVectorField, network, method, rtol, atol)
+    solver, vfs = _solver_and_fields(
+        NetworkVectorField, network, method, rtol, atol, kernel
+    )
     return _run_network(
         vfs, network.n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
     )
@@ -451,7 +478,11 @@ def sweep_reduced_states(
     net0 = networks[0]
     local = net0.is_local
     field_cls = ReducedVectorField if local else NetworkVectorField
-    built = [_solver_and_fields(field_cls, net, method, rtol, atol) for net in networks]
+    kernel = None if local else "auto"
+    built = [
+        _solver_and_fields(field_cls, net, method, rtol, atol, kernel)
+        for net in networks
+    ]
     solver = built[0][0]
     fields = [vfs for _, vfs in built]
 
