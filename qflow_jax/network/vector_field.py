@@ -242,21 +242,25 @@ class NetworkVectorField(eqx.Module):
 @jax.custom_jvp
 def _native_rhs(vf: NetworkVectorField, rho: jax.Array) -> jax.Array:
     """d rho/dt by the compiled CPU kernel (rho Hermitian; see `NetworkVectorField`)."""
-    n, J = vf.n, len(vf.jump_patterns)
+    n = vf.n
     bit = [1 << (n - 1 - j) for j in range(n)]
-    flip_masks = np.array([sum(bit[j] for j in p) for p in vf.flip_patterns])
-    # the column factor of a jump depends on its qubit's bit of c only
-    jump_masks = np.array(
+
+    def masks(rows: list[list[int]], width: int) -> np.ndarray:
+        return np.array(rows, dtype=np.int64).reshape(-1, width)
+
+    flip_masks = masks([[sum(bit[j] for j in p)] for p in vf.flip_patterns], 1)
+    jump_masks = masks(
         [
             [bit[q], len(pr), len(pc)]
             for q, (pr, pc) in zip(vf.jump_qubits, vf.jump_patterns, strict=True)
-        ]
-    ).reshape(J, 3)
-    cols = np.stack([np.zeros(J, int), jump_masks[:, 0]], axis=1)
-    jump_col = jnp.take_along_axis(vf.jump_col, cols, axis=1)
-    edge_masks = np.array([sorted((bit[j], bit[q])) for j, q in vf.edges]).reshape(
-        -1, 2
+        ],
+        3,
     )
+    edge_masks = masks([sorted((bit[j], bit[q])) for j, q in vf.edges], 2)
+    # the column factor of a jump depends on its qubit's bit of c only: its values
+    # at c = 0 and at c = that bit
+    cols = np.stack([np.zeros_like(jump_masks[:, 0]), jump_masks[:, 0]], axis=1)
+    jump_col = jnp.take_along_axis(vf.jump_col, cols, axis=1)
     half_const = -0.5 * jnp.sum(vf.swap_rates)
     call = jax.ffi.ffi_call(
         _native.TARGET,
@@ -267,12 +271,12 @@ def _native_rhs(vf: NetworkVectorField, rho: jax.Array) -> jax.Array:
         rho,
         -1j * vf.diag + half_const,
         vf.flip_coeffs,
-        flip_masks.astype(np.int64),
+        flip_masks[:, 0],
         0.5 * vf.jump_row,
         jump_col,
-        jump_masks.astype(np.int64),
+        jump_masks,
         0.5 * vf.swap_rates,
-        edge_masks.astype(np.int64),
+        edge_masks,
     )
 
 
