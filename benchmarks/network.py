@@ -20,6 +20,10 @@ right-hand sides (qflow time - rhs_s x rhs_evals): the integrator's own work per
 and saves). Each n <= 8 row also times the engine with diffrax's own `Tsit5`
 (`qflow_diffrax_tsit5_s`), whose stage buffer the default `UnrolledTsit5` avoids.
 
+The right-hand side runs on the compiled CPU kernel where it builds
+(`network_mesolve(kernel="auto")`; `kernel` in the JSON says which ran); `rhs_xla_s`
+and `qflow_xla_s` time the XLA kernel (the fallback) in the same run.
+
 `row_pass_s` times one fused pass with the right-hand side's term count in which
 every term reads rho with flipped row bits (contiguous rows): the same traffic,
 without the column permutations (flips and swaps of column bits are gathers).
@@ -99,7 +103,9 @@ def timed_first(fn, repeat: int = 1):
     return first, best, out
 
 
-def run_qflow(n: int, warm: bool = True, repeat: int = 3, method="tsit5"):
+def run_qflow(
+    n: int, warm: bool = True, repeat: int = 3, method="tsit5", kernel="auto"
+):
     net, tsave = ring(n), np.linspace(0.0, T_END, N_SAVE)
 
     def solve():
@@ -111,6 +117,7 @@ def run_qflow(n: int, warm: bool = True, repeat: int = 3, method="tsit5"):
             rtol=RTOL,
             atol=ATOL,
             save_states=False,
+            kernel=kernel,
         )
         res.reduced.block_until_ready()
         return res
@@ -198,9 +205,9 @@ def copy_bandwidth(n: int) -> float:
     return 2 * x.nbytes / pass_time(lambda y: y * 0.9999999, x)
 
 
-def rhs_time(n: int) -> float:
+def rhs_time(n: int, kernel: str = "auto") -> float:
     """Seconds per right-hand side (an Euler update, fused into the same pass)."""
-    vf = NetworkVectorField.build(ring(n))
+    vf = NetworkVectorField.build(ring(n), kernel=kernel)
     rho = jnp.asarray(product_state(initial_factors(n)))
     return pass_time(lambda r: r + 1e-3 * vf(0.0, r, None), rho)
 
@@ -231,7 +238,9 @@ def floors(n: int, steps: int) -> dict[str, float]:
         "terms": terms,
         "rhs_evals": evals,
         "copy_GBps": bw / 1e9,
+        "kernel": NetworkVectorField.build(ring(n), kernel="auto").kernel,
         "rhs_s": rhs_time(n),
+        "rhs_xla_s": rhs_time(n, "xla"),
         "row_pass_s": row_pass_time(n, terms),
         "floor_min_s": evals * 2 * entry / bw,
         "floor_terms_s": evals * (terms + 1) * entry / bw,
@@ -285,6 +294,7 @@ def main(quick: bool = False, out: str | None = None) -> None:
         # the same engine with diffrax's own Tsit5 (stage buffer) instead of the
         # default UnrolledTsit5
         t_dfx = run_qflow(n, repeat=repeat, method=dfx.Tsit5())[1]
+        t_xla = run_qflow(n, repeat=repeat, kernel="xla")[1]
         peer = {
             "qutip": run_engine(run_qutip, n, repeat),
             "dynamiqs": run_engine(run_dynamiqs, n),
@@ -306,6 +316,7 @@ def main(quick: bool = False, out: str | None = None) -> None:
             "floor_vs_10x": None if tt is None else fl["floor_terms_s"] / (tt / 10),
             "solver_s": tq - fl["rhs_s"] * fl["rhs_evals"],
             "qflow_diffrax_tsit5_s": t_dfx,
+            "qflow_xla_s": t_xla,
             "qutip_rhs_evals": None
             if peer["qutip"][0] is None
             else peer["qutip"][0][3],
@@ -344,6 +355,12 @@ def main(quick: bool = False, out: str | None = None) -> None:
             f"{_f(row['floor_vs_10x'], '7.2f')} {row['solver_s']:9.3f}"
         )
         print(
+            f"    kernel {fl['kernel']}: {1e3 * fl['rhs_s']:.3f} ms per right-hand side"
+            f"; XLA kernel {1e3 * fl['rhs_xla_s']:.3f} ms "
+            f"({fl['rhs_xla_s'] * fl['rhs_evals'] / fl['floor_terms_s']:.2f} x floor)"
+            f", whole solve with it {t_xla:.3f} s"
+        )
+        print(
             f"    right-hand sides: qflow_jax {fl['rhs_evals']}, QuTiP "
             f"{row['qutip_rhs_evals'] or '-'}; "
             f"qflow_jax with diffrax.Tsit5: {t_dfx:.3f} s ({t_dfx / tq:.2f}x); "
@@ -379,7 +396,9 @@ def main(quick: bool = False, out: str | None = None) -> None:
             f"peak memory {row['peak_MiB']:.0f} MiB, "
             f"<sigmaz_0>(T) = {row['z0_final']:.6f}, t/floor "
             f"{row['qflow_s'] / row['floor_terms_s']:.2f}, rhs/floor "
-            f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}, "
+            f"{row['rhs_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f} "
+            f"({row['kernel']}; XLA kernel "
+            f"{row['rhs_xla_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}), "
             f"row-flip pass/floor "
             f"{row['row_pass_s'] * row['rhs_evals'] / row['floor_terms_s']:.2f}"
         )

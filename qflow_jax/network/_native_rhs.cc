@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <mutex>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -223,11 +227,22 @@ void symmetrize(cd* X, int64_t N, int64_t i0, int64_t i1) {
     }
 }
 
+// CPUs this thread may run on: XLA sizes its pool by the machine, so a process
+// pinned to fewer cores (taskset, a batch slot) would otherwise time-slice workers.
+int64_t allowed_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+#endif
+  return INT64_MAX;
+}
+
 // Runs body(lo, hi) over [0, n) in chunks of `grain` on XLA's intra-op pool.
 template <typename Body>
 void parallel(ffi::ThreadPool& pool, int64_t n, int64_t grain, Body body) {
+  static const int64_t cpus = allowed_cpus();
   const int64_t chunks = (n + grain - 1) / grain;
-  const int64_t workers = std::min<int64_t>(pool.num_threads(), chunks);
+  const int64_t workers = std::min({pool.num_threads(), cpus, chunks});
   if (workers <= 1) {
     body(0, n);
     return;
@@ -255,9 +270,18 @@ ffi::Error NetworkRhs(ffi::ThreadPool pool, ffi::Buffer<ffi::C128> rho,
                       ffi::Buffer<ffi::F64> w, ffi::Buffer<ffi::S64> em,
                       ffi::ResultBuffer<ffi::C128> out) {
   const int64_t N = d.element_count();
-  if (rho.element_count() != N * N)
-    return ffi::Error::InvalidArgument("rho must be (N, N) with N = len(d)");
-  Terms t{N, fm.element_count(), jv.element_count() / 2, w.element_count(),
+  const int64_t F = fm.element_count(), J = jv.element_count() / 2;
+  const int64_t E = w.element_count();
+  if (rho.element_count() != N * N || flip.element_count() != F * N ||
+      ju.element_count() != J * N || jq.element_count() != 3 * J ||
+      em.element_count() != 2 * E)
+    return ffi::Error::InvalidArgument(
+        "network kernel: inconsistent shapes (rho (N, N), d (N), flip (F, N), fm "
+        "(F), ju (J, N), jv (J, 2), jq (J, 3), w (E), em (E, 2))");
+  Terms t{N,
+          F,
+          J,
+          E,
           rho.typed_data(), d.typed_data(), flip.typed_data(), fm.typed_data(),
           ju.typed_data(), jv.typed_data(), jq.typed_data(), w.typed_data(),
           em.typed_data()};
