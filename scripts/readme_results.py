@@ -53,23 +53,37 @@ def _network(data: dict) -> list[str]:
         f"{_machine(data)}):",
         "",
         "| n | qflow_jax (s) | QuTiP (s) | dynamiqs (s) | QuTiP / qflow | "
-        "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | RHS time / floor | "
-        "qflow_jax with diffrax.Tsit5 (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "dynamiqs / qflow | max diff <sigmaz_0> vs QuTiP | kernel | "
+        "RHS time / floor | XLA kernel: RHS time / floor | qflow_jax, XLA kernel (s) "
+        "| qflow_jax with diffrax.Tsit5 (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def floor(r: dict, key: str) -> str:
+        # keys absent from runs made before they existed
+        return (
+            "-"
+            if key not in r
+            else f"{r[key] * r['rhs_evals'] / r['floor_terms_s']:.2f}"
+        )
+
+    def opt(r: dict, key: str) -> str:
+        return "-" if r.get(key) is None else f"{r[key]:.3g}"
+
     for r in data["compare"]:
-        dfx_s = r.get("qflow_diffrax_tsit5_s")  # absent from runs before it existed
         lines.append(
             f"| {r['n']} | {r['qflow_s']:.3g} | {r['qutip_s']:.3g} | "
             f"{r['dynamiqs_s']:.3g} | {r['qutip_s'] / r['qflow_s']:.1f} | "
             f"{r['dynamiqs_s'] / r['qflow_s']:.1f} | {r['err_vs_qutip']:.1e} | "
-            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} | "
-            f"{'-' if dfx_s is None else f'{dfx_s:.3g}'} |"
+            f"{r.get('kernel', 'xla')} | {floor(r, 'rhs_s')} | "
+            f"{floor(r, 'rhs_xla_s')} | {opt(r, 'qflow_xla_s')} | "
+            f"{opt(r, 'qflow_diffrax_tsit5_s')} |"
         )
     for r in data["large"]:
         lines.append(
             f"| {r['n']} | {r['qflow_s']:.3g} | - | - | - | - | - | "
-            f"{r['rhs_s'] * r['rhs_evals'] / r['floor_terms_s']:.2f} | - |"
+            f"{r.get('kernel', 'xla')} | {floor(r, 'rhs_s')} | "
+            f"{floor(r, 'rhs_xla_s')} | - | - |"
         )
     lines.append("")
     lines.append(
