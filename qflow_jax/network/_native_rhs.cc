@@ -286,12 +286,14 @@ ffi::Error NetworkRhs(ffi::ThreadPool pool, ffi::Buffer<ffi::C128> rho,
           ju.typed_data(), jv.typed_data(), jq.typed_data(), w.typed_data(),
           em.typed_data()};
   cd* X = out->typed_data();
-  parallel(pool, N, std::max<int64_t>(1, 4096 / N), [&](int64_t lo, int64_t hi) {
-    rows(t, X, lo, hi);
-  });
+  // below 256 x 256 a pass takes tens of microseconds, about what handing work to
+  // the pool costs (measured: n = 6 ran 2x slower on two threads than on one)
+  const bool split = N >= 256;
+  parallel(pool, N, split ? std::max<int64_t>(1, 4096 / N) : N,
+           [&](int64_t lo, int64_t hi) { rows(t, X, lo, hi); });
   const int64_t T = std::min(kTile, N);
   // tile row i pairs with N / T - i tiles: interleave long and short tile rows
-  parallel(pool, N / T, 1, [&](int64_t lo, int64_t hi) {
+  parallel(pool, N / T, split ? 1 : N / T, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t b = (i % 2 == 0) ? i / 2 : N / T - 1 - i / 2;
       symmetrize(X, N, b * T, (b + 1) * T);
