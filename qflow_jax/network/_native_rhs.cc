@@ -9,6 +9,7 @@
 #include <complex>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 
 #ifdef __linux__
@@ -40,7 +41,7 @@ inline void raxpy(double* __restrict__ o, double w, const double* __restrict__ s
 
 // Column permutations with runs shorter than a chunk of W entries are done chunk by
 // chunk with the in-chunk permutation a compile-time constant, so that they compile
-// to vector shuffles instead of one-entry loops (4-9x faster at n = 8).
+// to vector shuffles instead of one-entry loops (2-9x faster at n = 8).
 constexpr int64_t W = 8;
 
 // o[c] += k_{bit(c)} * s[c ^ a] for one chunk of W entries, bit = c & M, a = 0 or M.
@@ -98,57 +99,54 @@ constexpr int64_t swapped(int64_t c, int64_t ma, int64_t mb) {
   return ((c & ma) != 0) != ((c & mb) != 0) ? c ^ (ma | mb) : c;
 }
 
-// o += w * s[p(.)] over chunks: with MB < W the permutation stays inside a chunk;
-// with MB = W (standing for any mb >= W) chunk g pairs with chunk g + mb.
+// o += w * s[p(.)] chunk by chunk, for MB < W: the permutation stays inside a chunk.
 template <int64_t MA, int64_t MB>
 void swap_small(double* __restrict__ o, double w, const double* __restrict__ s,
-                int64_t n_cols, int64_t mb) {
+                int64_t n_cols) {
   double t[2 * W];
-  if (MB < W) {
-    for (int64_t b = 0; b < n_cols; b += W) {
-      for (int64_t i = 0; i < W; ++i) {
-        const int64_t p = swapped(i, MA, MB);
-        t[2 * i] = s[2 * (b + p)];
-        t[2 * i + 1] = s[2 * (b + p) + 1];
-      }
-      for (int64_t i = 0; i < 2 * W; ++i) o[2 * b + i] += w * t[i];
+  for (int64_t b = 0; b < n_cols; b += W) {
+    for (int64_t i = 0; i < W; ++i) {
+      const int64_t p = swapped(i, MA, MB);
+      t[2 * i] = s[2 * (b + p)];
+      t[2 * i + 1] = s[2 * (b + p) + 1];
     }
-    return;
+    for (int64_t i = 0; i < 2 * W; ++i) o[2 * b + i] += w * t[i];
   }
-  double u[2 * W];
-  for (int64_t h = 0; h < n_cols; h += 2 * mb)
-    for (int64_t g = h; g < h + mb; g += W) {
-      const double* s0 = s + 2 * g;
-      const double* s1 = s + 2 * (g + mb);
-#pragma GCC unroll 8
-      for (int64_t i = 0; i < W; ++i) {
-        const bool up = i & MA;  // bit a set: the entry trades with the other chunk
-        const int64_t p = i ^ MA;
-        t[2 * i] = up ? s1[2 * p] : s0[2 * i];
-        t[2 * i + 1] = up ? s1[2 * p + 1] : s0[2 * i + 1];
-        u[2 * i] = up ? s1[2 * i] : s0[2 * p];
-        u[2 * i + 1] = up ? s1[2 * i + 1] : s0[2 * p + 1];
-      }
-      for (int64_t i = 0; i < 2 * W; ++i) {
-        o[2 * g + i] += w * t[i];
-        o[2 * (g + mb) + i] += w * u[i];
-      }
-    }
+}
+
+typedef double v4d __attribute__((vector_size(32)));  // two complex entries
+
+inline v4d load(const double* p) {
+  v4d v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void add_to(double* p, v4d v) {
+  v += load(p);
+  std::memcpy(p, &v, sizeof v);
 }
 
 // Swap column side: o[c] += w * s[p(c)], p exchanging bits ma < mb of c.
 void swap_cols(double* __restrict__ o, double w, const double* __restrict__ s,
                int64_t n_cols, int64_t ma, int64_t mb) {
-  if (ma < W && n_cols >= 2 * W) {
-    const int64_t key = ma * 16 + std::min(mb, W);
-    switch (key) {
-      case 1 * 16 + 2: return swap_small<1, 2>(o, w, s, n_cols, mb);
-      case 1 * 16 + 4: return swap_small<1, 4>(o, w, s, n_cols, mb);
-      case 1 * 16 + 8: return swap_small<1, 8>(o, w, s, n_cols, mb);
-      case 2 * 16 + 4: return swap_small<2, 4>(o, w, s, n_cols, mb);
-      case 2 * 16 + 8: return swap_small<2, 8>(o, w, s, n_cols, mb);
-      case 4 * 16 + 8: return swap_small<4, 8>(o, w, s, n_cols, mb);
-    }
+  if (ma == 1) {
+    // pairs (c, c + 1) and (c + mb, c + mb + 1): the odd entry of the first trades
+    // with the even entry of the second (lane shuffles; GCC compiles the one-entry
+    // loop to code 1.5x slower)
+    for (int64_t h = 0; h < n_cols; h += 2 * mb)
+      for (int64_t c = h; c < h + mb; c += 2) {
+        const v4d a = load(s + 2 * c), b = load(s + 2 * (c + mb));
+        add_to(o + 2 * c, w * v4d{a[0], a[1], b[0], b[1]});
+        add_to(o + 2 * (c + mb), w * v4d{a[2], a[3], b[2], b[3]});
+      }
+    return;
+  }
+  if (ma == 2 && mb == 4 && n_cols >= W) return swap_small<2, 4>(o, w, s, n_cols);
+  if (ma < W) {  // pairs of entries move together: one index per pair
+    for (int64_t c = 0; c < n_cols; c += 2)
+      add_to(o + 2 * c, w * load(s + 2 * swapped(c, ma, mb)));
+    return;
   }
   for (int64_t h = 0; h < n_cols; h += 2 * mb)
     for (int64_t g = h; g < h + mb; g += 2 * ma) {
@@ -269,19 +267,17 @@ ffi::Error NetworkRhs(ffi::ThreadPool pool, ffi::Buffer<ffi::C128> rho,
                       ffi::Buffer<ffi::C128> jv, ffi::Buffer<ffi::S64> jq,
                       ffi::Buffer<ffi::F64> w, ffi::Buffer<ffi::S64> em,
                       ffi::ResultBuffer<ffi::C128> out) {
-  const int64_t N = d.element_count();
-  const int64_t F = fm.element_count(), J = jv.element_count() / 2;
-  const int64_t E = w.element_count();
-  if (rho.element_count() != N * N || flip.element_count() != F * N ||
-      ju.element_count() != J * N || jq.element_count() != 3 * J ||
-      em.element_count() != 2 * E)
+  const auto count = [](const auto& b) {
+    return static_cast<int64_t>(b.element_count());
+  };
+  const int64_t N = count(d), F = count(fm), J = count(jv) / 2, E = count(w);
+  if (count(rho) != N * N || count(flip) != F * N || count(ju) != J * N ||
+      count(jq) != 3 * J || count(em) != 2 * E)
     return ffi::Error::InvalidArgument(
         "network kernel: inconsistent shapes (rho (N, N), d (N), flip (F, N), fm "
         "(F), ju (J, N), jv (J, 2), jq (J, 3), w (E), em (E, 2))");
-  Terms t{N,
-          F,
-          J,
-          E,
+  Terms t{N,                F,
+          J,                E,
           rho.typed_data(), d.typed_data(), flip.typed_data(), fm.typed_data(),
           ju.typed_data(), jv.typed_data(), jq.typed_data(), w.typed_data(),
           em.typed_data()};
