@@ -34,8 +34,9 @@ _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 

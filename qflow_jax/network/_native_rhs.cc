@@ -276,11 +276,10 @@ ffi::Error NetworkRhs(ffi::ThreadPool pool, ffi::Buffer<ffi::C128> rho,
     return ffi::Error::InvalidArgument(
         "network kernel: inconsistent shapes (rho (N, N), d (N), flip (F, N), fm "
         "(F), ju (J, N), jv (J, 2), jq (J, 3), w (E), em (E, 2))");
-  Terms t{N,                F,
-          J,                E,
-          rho.typed_data(), d.typed_data(), flip.typed_data(), fm.typed_data(),
-          ju.typed_data(), jv.typed_data(), jq.typed_data(), w.typed_data(),
-          em.typed_data()};
+  const Terms t{N, F, J, E,
+                rho.typed_data(), d.typed_data(), flip.typed_data(), fm.typed_data(),
+                ju.typed_data(), jv.typed_data(), jq.typed_data(), w.typed_data(),
+                em.typed_data()};
   cd* X = out->typed_data();
   // below 256 x 256 a pass takes tens of microseconds, about what handing work to
   // the pool costs (measured: n = 6 ran 2x slower on two threads than on one)

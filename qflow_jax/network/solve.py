@@ -16,11 +16,7 @@ import optimistix as optx
 
 from qflow_jax.network.model import QubitNetwork
 from qflow_jax.network.tsit5 import UnrolledTsit5
-from qflow_jax.network.vector_field import (
-    KERNELS,
-    NetworkVectorField,
-    partial_traces,
-)
+from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
 
 __all__ = [
     "METHODS",
@@ -71,16 +67,14 @@ def _solver_and_fields(field_cls, network, method, rtol, atol, kernel=None):
     """
     solver, imex = _solver(method, rtol, atol)
     opts = {}
-    if kernel is not None:
-        if kernel not in KERNELS:
-            raise ValueError(f"`kernel` must be one of {KERNELS}, got {kernel!r}")
+    if kernel is not None:  # checked by `build`
         implicit = isinstance(solver, dfx.AbstractImplicitSolver) or imex
         if implicit and kernel == "native":
             raise ValueError(
                 "kernel='native' needs an explicit method (it takes Hermitian states;"
                 f" implicit iterates are not), got method={method!r}"
             )
-        opts["kernel"] = "xla" if implicit else kernel
+        opts["kernel"] = "xla" if implicit and kernel == "auto" else kernel
     if imex:
         return solver, (
             field_cls.build(network, "local", **opts),
@@ -134,6 +128,9 @@ def product_state(states: Any) -> jax.Array:
     if arr.ndim != 3 or arr.shape[1:] != (2, 2):
         raise ValueError(f"`states` must have shape (n, 2, 2), got {arr.shape}")
     _check_density(arr, "states")
+    # exactly Hermitian factors give an exactly Hermitian product (conjugation
+    # commutes with floating-point products), as the native kernel needs
+    arr = 0.5 * (arr + np.conj(np.swapaxes(arr, -1, -2)))
     out = np.ones((1, 1), dtype=complex)
     for s in arr:
         out = np.kron(out, s)
@@ -146,7 +143,7 @@ def _network_state(rho0: Any, n: int) -> jax.Array:
     arr = np.asarray(rho0, dtype=complex)
     N = 2**n
     if arr.shape == (n, 2, 2):
-        arr = np.asarray(product_state(arr))
+        return product_state(arr)
     if arr.shape in ((N, 1), (N,)):
         arr = np.outer(arr.reshape(-1), arr.reshape(-1).conj())
     if arr.shape != (N, N):
