@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from qflow_jax._convert import check_square, dag, to_array
+from qflow_jax.core.checks import check_square, dag, to_array
 
 DEFAULT_DTYPE = jnp.complex128
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax._convert import check_square, to_array
+from qflow_jax.core.checks import check_square, to_array
 
 __all__ = [
     "cat_q",

@@ -1,5 +1,5 @@
 """Lindblad engine: dense master-equation solvers on diffrax."""
 
-from qflow_jax.lindblad.mesolve import SOLVERS, MESolveResult, mesolve
+from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, MESolveResult, mesolve
 
-__all__ = ["SOLVERS", "MESolveResult", "mesolve"]
+__all__ = ["MESOLVE_METHODS", "MESolveResult", "mesolve"]

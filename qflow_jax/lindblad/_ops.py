@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax._convert import is_concrete
+from qflow_jax.core.checks import is_concrete
 
 
 class DenseOp(eqx.Module):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from qflow_jax.lindblad.vector_field import LindbladVectorField, to_complex, to_real
 
-__all__ = ["Lawson"]
+__all__ = ["LawsonSolver"]
 
 
 def _vector_field(terms: Any) -> LindbladVectorField:
@@ -49,12 +49,13 @@ class _LawsonInterpolation(dfx.AbstractLocalInterpolation):
         return to_real(p[:, None] * to_complex(v) * jnp.conj(p)[None, :])
 
 
-class Lawson(dfx.AbstractAdaptiveSolver):
+class LawsonSolver(dfx.AbstractAdaptiveSolver):
     """Wraps an explicit Runge-Kutta solver (Tsit5, Dopri5, Dopri8) into its
     integrating-factor form for a `LindbladVectorField`.
 
     Example:
-        >>> solver = Lawson(diffrax.Tsit5())  # what mesolve(method="lawson-tsit5") uses
+        >>> import diffrax
+        >>> solver = LawsonSolver(diffrax.Tsit5())  # mesolve's "lawson-tsit5"
     """
 
     solver: dfx.AbstractRungeKutta

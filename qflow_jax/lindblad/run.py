@@ -11,13 +11,11 @@ import jax
 import numpy as np
 
 from qflow_jax.config import ConfigError, Field, at_least_two, positive, validate
-from qflow_jax.lindblad.mesolve import SOLVERS, mesolve
+from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
 from qflow_jax.runs import RunFolder, versions
 
 __all__ = ["DEFAULT_LINDBLAD_CONFIG", "run_lindblad", "validate_lindblad_config"]
-
-METHODS = ("auto", *SOLVERS, "lawson-tsit5", "lawson-dopri5", "lawson-dopri8")
 
 DEFAULT_LINDBLAD_CONFIG: dict[str, Any] = {
     "name": "damped_cavity",
@@ -39,7 +37,7 @@ _COMMON_SCHEMA: dict[str, Any] = {
         "n_save": Field(int, 101, check=at_least_two),
     },
     "solver": {
-        "method": Field(str, "auto", choices=METHODS),
+        "method": Field(str, "auto", choices=MESOLVE_METHODS),
         "rtol": Field(float, 1e-6, check=positive),
         "atol": Field(float, 1e-8, check=positive),
         "max_steps": Field(int, 1_000_000, check=positive),

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from qflow_jax._convert import dag
+from qflow_jax.core.checks import dag
 from qflow_jax.lindblad._ops import DenseOp, DiaOp
 
 Coefficient = Callable[[jax.Array], jax.Array]
