@@ -15,6 +15,7 @@ import scipy.linalg
 from qflow_jax.network.model import QubitNetwork
 from qflow_jax.network.solve import (
     NetworkResult,
+    _method,
     _network_state,
     _run_network,
     _solver,
@@ -161,10 +162,10 @@ def blended_network_mesolve(
     tsave: Any,
     *,
     method: Any = "tsit5",
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
     save_states: bool = True,
-    max_steps: int = 100_000,
 ) -> NetworkResult:
     r"""Solves the network-level blended dynamics from P rho0:
 
@@ -188,14 +189,14 @@ def blended_network_mesolve(
     n = network.n
     rho_sym = symmetrize(_network_state(rho0, n), n)
     vf = BlendedNetworkVectorField(NetworkVectorField.build(network, "local"))
-    solver, imex = _solver(method, rtol, atol)
-    if imex:
+    method = _method(method, rtol, atol, max_steps)
+    if method.imex:
         raise ValueError(
             "`method` must not be IMEX (kencarp) here: the blended field has no "
-            f"swap part to treat implicitly, got {method!r}"
+            f"swap part to treat implicitly, got {method.name!r}"
         )
     return _run_network(
-        (vf,), n, rho_sym, tsave, None, solver, rtol, atol, save_states, max_steps
+        (vf,), n, rho_sym, tsave, None, _solver(method), method, save_states
     )
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import diffrax as dfx
@@ -14,6 +13,18 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
+from qflow_jax.core.checks import check_density, check_tsave, to_array
+from qflow_jax.core.integrate import Integration, integrate
+from qflow_jax.core.methods import (
+    AbstractMethod,
+    KenCarp4,
+    KenCarp5,
+    Kvaerno3,
+    Kvaerno5,
+    Tsit5,
+    method_from,
+)
+from qflow_jax.core.result import SolveResult
 from qflow_jax.network.model import QubitNetwork
 from qflow_jax.network.tsit5 import UnrolledTsit5
 from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
@@ -29,53 +40,54 @@ __all__ = [
     "sweep_reduced_states",
 ]
 
-METHODS = ("tsit5", "dopri5", "dopri8", "kvaerno5", "kencarp4", "kencarp5")
-_EXPLICIT: dict[str, Callable[[], dfx.AbstractSolver]] = {
-    "tsit5": UnrolledTsit5,
-    "dopri5": dfx.Dopri5,
-    "dopri8": dfx.Dopri8,
-}
+METHODS = ("tsit5", "dopri5", "dopri8", "kvaerno3", "kvaerno5", "kencarp4", "kencarp5")
+_REMEDY = "for large swap gains use method='kencarp4' (swaps implicit)"
 
 
-def _solver(method: str | dfx.AbstractSolver, rtol: float, atol: float):
-    """(solver, imex): implicit stages use matrix-free GMRES, never a dense Jacobian."""
-    if isinstance(method, dfx.AbstractSolver):
-        return method, isinstance(method, dfx.AbstractImplicitSolver) and isinstance(
-            method, dfx.KenCarp3 | dfx.KenCarp4 | dfx.KenCarp5
-        )
-    if method in _EXPLICIT:
-        return _EXPLICIT[method](), False
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(METHODS)} or a diffrax solver, got "
-            f"{method!r}"
-        )
+def _solver(method: AbstractMethod) -> dfx.AbstractSolver:
+    """The diffrax solver of `method` for a network field: Tsit5 with unrolled
+    stages; implicit stages by matrix-free GMRES, never a dense Jacobian."""
+    if isinstance(method, Tsit5):
+        return UnrolledTsit5()
+    if not isinstance(method, Kvaerno3 | Kvaerno5 | KenCarp4 | KenCarp5):
+        return method.solver()
+    rtol, atol = method.rtol, method.atol
     gmres = lx.GMRES(rtol=1e-2 * rtol, atol=1e-2 * atol, restart=30, max_steps=300)
     # optx.Newton: diffrax's VeryChord cannot carry a matrix-free (linearised)
     # Jacobian through its state with this JAX version
     root = optx.Newton(rtol=rtol, atol=atol, linear_solver=gmres)
-    cls = {"kvaerno5": dfx.Kvaerno5, "kencarp4": dfx.KenCarp4, "kencarp5": dfx.KenCarp5}
-    return cls[method](root_finder=root), method.startswith("kencarp")
+    cls = {
+        "kvaerno3": dfx.Kvaerno3,
+        "kvaerno5": dfx.Kvaerno5,
+        "kencarp4": dfx.KenCarp4,
+        "kencarp5": dfx.KenCarp5,
+    }[method.name]
+    return cls(root_finder=root)
 
 
-def _solver_and_fields(field_cls, network, method, rtol, atol, kernel=None):
+def _method(method: Any, rtol: Any, atol: Any, max_steps: Any) -> AbstractMethod:
+    return method_from(
+        method, rtol=rtol, atol=atol, max_steps=max_steps, allowed=METHODS
+    )
+
+
+def _solver_and_fields(field_cls, network, method, kernel=None):
     """The solver and its vector fields: (local, swap) parts for IMEX, else one.
 
     `kernel` goes to `NetworkVectorField.build`. The native kernel needs Hermitian
     states, which explicit Runge-Kutta stages are; Newton and GMRES iterates are not,
     so an implicit or IMEX solver gets the XLA kernel with "auto".
     """
-    solver, imex = _solver(method, rtol, atol)
+    solver = _solver(method)
     opts = {}
     if kernel is not None:  # checked by `build`
-        implicit = isinstance(solver, dfx.AbstractImplicitSolver) or imex
-        if implicit and kernel == "native":
+        if method.implicit and kernel == "native":
             raise ValueError(
                 "kernel='native' needs an explicit method (it takes Hermitian states;"
-                f" implicit iterates are not), got method={method!r}"
+                f" implicit iterates are not), got method={method.name!r}"
             )
-        opts["kernel"] = "xla" if implicit and kernel == "auto" else kernel
-    if imex:
+        opts["kernel"] = "xla" if method.implicit and kernel == "auto" else kernel
+    if method.imex:
         return solver, (
             field_cls.build(network, "local", **opts),
             field_cls.build(network, "swap", **opts),
@@ -83,167 +95,100 @@ def _solver_and_fields(field_cls, network, method, rtol, atol, kernel=None):
     return solver, (field_cls.build(network, **opts),)
 
 
-def _check_tsave(tsave: Any) -> jax.Array:
-    t = np.asarray(tsave, dtype=float)
-    if t.ndim != 1 or t.shape[0] < 2:
-        raise ValueError(
-            f"`tsave` must be 1-D with at least 2 times, got shape {t.shape}"
-        )
-    if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
-        raise ValueError("`tsave` must be finite and strictly increasing")
-    return jnp.asarray(t)
-
-
-def _check_tols(rtol: float, atol: float, max_steps: int) -> None:
-    if not rtol > 0 or not atol > 0:
-        raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol}, {atol}")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
-
-
-def _check_density(r: np.ndarray, name: str, tol: float = 1e-8) -> None:
-    herm = np.abs(r - np.conj(np.swapaxes(r, -1, -2))).max()
-    if herm > tol:
-        raise ValueError(
-            f"`{name}` must be Hermitian, got max |rho - rho^dag| = {herm:.3g}"
-        )
-    tr = np.trace(r, axis1=-2, axis2=-1)
-    if np.abs(tr - 1).max() > tol:
-        raise ValueError(f"`{name}` must have trace 1, got trace(s) {np.round(tr, 8)}")
-    emin = np.linalg.eigvalsh(0.5 * (r + np.conj(np.swapaxes(r, -1, -2)))).min()
-    if emin < -tol:
-        raise ValueError(
-            f"`{name}` must be positive semidefinite, got eigenvalue {emin:.3g}"
-        )
+def _hermitian(x: jax.Array) -> jax.Array:
+    """x made exactly Hermitian: the native kernel and every explicit stage keep it
+    so (conjugation commutes with floating-point sums)."""
+    return 0.5 * (x + jnp.conj(jnp.swapaxes(x, -1, -2)))
 
 
 def product_state(states: Any) -> jax.Array:
     """rho_0 (x) rho_1 (x) ... for n single-qubit density matrices (n, 2, 2).
 
     Example:
+        >>> import qflow_jax as qf
+        >>> from qflow_jax.network import product_state
         >>> product_state([qf.fock_dm(2, 0), qf.fock_dm(2, 1)]).shape
         (4, 4)
     """
-    arr = np.asarray(states, dtype=complex)
+    arr = to_array(
+        jnp.stack([to_array(x) for x in states])
+        if isinstance(states, list | tuple)
+        else states,
+        "states",
+    )
     if arr.ndim != 3 or arr.shape[1:] != (2, 2):
         raise ValueError(f"`states` must have shape (n, 2, 2), got {arr.shape}")
-    _check_density(arr, "states")
-    # exactly Hermitian factors give an exactly Hermitian product (conjugation
-    # commutes with floating-point products), as the native kernel needs
-    arr = 0.5 * (arr + np.conj(np.swapaxes(arr, -1, -2)))
-    out = np.ones((1, 1), dtype=complex)
-    for s in arr:
-        out = np.kron(out, s)
-    return jnp.asarray(out)
+    # exactly Hermitian factors give an exactly Hermitian product
+    arr = _hermitian(check_density(arr, "states"))
+    out = arr[0]
+    for s in arr[1:]:
+        out = jnp.kron(out, s)
+    return out
 
 
 def _network_state(rho0: Any, n: int) -> jax.Array:
-    if type(rho0).__name__ == "Qobj":
-        rho0 = rho0.full()
-    arr = np.asarray(rho0, dtype=complex)
+    arr = to_array(rho0, "rho0")
+    if arr.dtype != jnp.complex128:
+        arr = arr.astype(jnp.complex128)
     N = 2**n
     if arr.shape == (n, 2, 2):
         return product_state(arr)
     if arr.shape in ((N, 1), (N,)):
-        arr = np.outer(arr.reshape(-1), arr.reshape(-1).conj())
+        arr = arr.reshape(N, 1) @ jnp.conj(arr.reshape(1, N))
     if arr.shape != (N, N):
         raise ValueError(
             f"`rho0` must be a ({N}, {N}) density matrix, a ({N}, 1) ket or (n={n}, 2, "
-            f"2) qubit states, got shape {arr.shape}"
+            f"2) qubit states, got shape {tuple(arr.shape)}"
         )
-    _check_density(arr, "rho0")
-    # exactly Hermitian: the native kernel and every explicit stage keep it so
-    return jnp.asarray(0.5 * (arr + arr.conj().T))
+    return _hermitian(check_density(arr, "rho0"))
 
 
 def _reduced_state(rho0: Any, n: int) -> jax.Array:
     """(n, 2, 2) reduced states from themselves or from a (2^n, 2^n) network state."""
-    arr = np.asarray(rho0, dtype=complex)
+    arr = to_array(rho0, "rho0").astype(jnp.complex128)
     if arr.shape == (2**n, 2**n) and n > 1:
-        _check_density(arr, "rho0")
-        arr = np.asarray(partial_traces(jnp.asarray(arr), n))
+        arr = partial_traces(check_density(arr, "rho0"), n)
     if arr.shape != (n, 2, 2):
-        raise ValueError(f"`rho0` must have shape (n={n}, 2, 2), got {arr.shape}")
-    _check_density(arr, "rho0")
-    return jnp.asarray(arr)
+        raise ValueError(
+            f"`rho0` must have shape (n={n}, 2, 2), got {tuple(arr.shape)}"
+        )
+    return check_density(arr, "rho0")
 
 
-class NetworkResult(eqx.Module):
-    """What `network_mesolve` returns.
+class NetworkResult(SolveResult):
+    """What `network_mesolve` returns (`SolveResult`), plus the reduced states.
 
     Attributes:
-        tsave: (nt,) save times.
         states: (nt, 2^n, 2^n) network states, or None with `save_states=False`.
         reduced: (nt, n, 2, 2) single-qubit reduced states.
-        expects: (len(exp_ops), nt) complex expectation values, or None.
-        final_state: (2^n, 2^n) state at tsave[-1].
-        stats: diffrax counts num_steps, num_accepted_steps, num_rejected_steps.
     """
 
-    tsave: jax.Array
-    states: jax.Array | None
     reduced: jax.Array
-    expects: jax.Array | None
-    final_state: jax.Array
-    stats: dict[str, jax.Array]
 
 
-def _stats(sol: dfx.Solution) -> dict[str, jax.Array]:
-    keys = ("num_steps", "num_accepted_steps", "num_rejected_steps")
-    return {k: sol.stats[k] for k in keys}
-
-
-def _diffeqsolve(terms, solver, y0, tsave, save, rtol, atol, max_steps):
-    first = (
-        dfx.SubSaveAt(ts=tsave) if save is None else dfx.SubSaveAt(ts=tsave, fn=save)
-    )
-    saveat = dfx.SaveAt(subs=[first, dfx.SubSaveAt(t1=True)])
-    with warnings.catch_warnings():
-        # complex states: checked against the dense engine and exact references
-        warnings.filterwarnings("ignore", message="Complex dtype support")
-        warnings.filterwarnings("ignore", message="Complex support in Optimistix")
-        return dfx.diffeqsolve(
-            terms,
-            solver,
-            tsave[0],
-            tsave[-1],
-            None,
-            y0,
-            saveat=saveat,
-            stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-            throw=False,
-        )
+def _terms(vfs):
+    if len(vfs) == 1:
+        return dfx.ODETerm(vfs[0])
+    return dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
 
 
 @eqx.filter_jit
-def _solve_network(
-    vfs, n, solver, rho0, tsave, exp_ops, save_states, rtol, atol, max_steps
-):
-    terms = (
-        dfx.ODETerm(vfs[0])
-        if len(vfs) == 1
-        else dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
-    )
-
-    def save(t, rho, args):
+def _solve_network(vfs, n, solver, method, rho0, tsave, exp_ops, save_states, throw):
+    def save(t, rho):
         ex = None if exp_ops is None else jnp.einsum("kij,ji->k", exp_ops, rho)
         return (rho if save_states else None), partial_traces(rho, n), ex
 
-    sol = _diffeqsolve(terms, solver, rho0, tsave, save, rtol, atol, max_steps)
-    (states, reduced, expects), final = sol.ys
-    ok = sol.result == dfx.RESULTS.successful
-    expects = None if expects is None else expects.T
-    return states, reduced, expects, final[0], _stats(sol), ok
-
-
-def _raise_if_failed(ok: jax.Array, where: str, max_steps: int) -> None:
-    if not bool(ok):
-        raise RuntimeError(
-            f"{where}: the solver stopped early: the step limit max_steps={max_steps} "
-            "was reached or a step failed (non-finite values). For large swap gains "
-            "use method='kencarp4' (swaps implicit) or raise `max_steps`."
-        )
+    return integrate(
+        _terms(vfs),
+        solver,
+        rho0,
+        tsave,
+        method=method,
+        engine="network_mesolve",
+        save=save,
+        throw=throw,
+        remedy=_REMEDY,
+    )
 
 
 def network_mesolve(
@@ -251,12 +196,12 @@ def network_mesolve(
     rho0: Any,
     tsave: Any,
     *,
+    method: str | AbstractMethod | dfx.AbstractSolver = "tsit5",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
     exp_ops: Sequence[Any] | None = None,
-    method: str | dfx.AbstractSolver = "tsit5",
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
     save_states: bool = True,
-    max_steps: int = 100_000,
     kernel: str = "auto",
 ) -> NetworkResult:
     r"""Solves the network master equation on the full 2^n x 2^n density matrix.
@@ -268,30 +213,35 @@ def network_mesolve(
     no dense operator.
 
     Args:
-        network: the `QubitNetwork`.
+        network: the `QubitNetwork` (the generator).
         rho0: (2^n, 2^n) density matrix, (2^n, 1) ket or (n, 2, 2) qubit states
             (product state).
         tsave: (nt,) increasing save times.
+        method: a method object or name: "tsit5" (default; diffrax's Tsit5 with
+            its stages unrolled), "dopri5", "dopri8" explicit; "kvaerno3",
+            "kvaerno5" implicit; "kencarp4"/"kencarp5" IMEX with the swap term
+            implicit (for large k; the explicit part keeps its own step size).
+            Implicit stages use matrix-free GMRES.
+        rtol, atol, max_steps: override the method's (defaults 1e-6, 1e-8,
+            100000; RMS norm).
         exp_ops: (2^n, 2^n) operators whose expectation values are saved.
-        method: "tsit5" (default; `UnrolledTsit5`, diffrax's Tsit5 with its stages
-            unrolled), "dopri5", "dopri8" explicit; "kvaerno5"
-            implicit; "kencarp4"/"kencarp5" IMEX with the swap term implicit
-            (for large k; the explicit part keeps its own step size). Implicit
-            stages use matrix-free GMRES.
-        rtol, atol: PID step-size controller tolerances.
         save_states: keep the network state at every save time.
-        max_steps: step limit (a RuntimeError when reached).
         kernel: the right-hand side's kernel (`NetworkVectorField`): "auto" (the
             compiled CPU kernel with an explicit method where it builds, else XLA),
             "native" or "xla".
+
+    Works under `jax.jit` and `jax.grad` with respect to rho0; a solve that
+    reaches its step limit or goes non-finite raises.
 
     Returns:
         `NetworkResult` with the states, the reduced states (nt, n, 2, 2) and the
         expectation values.
 
     Example:
-        >>> net = QubitNetwork(3, "path", k=5.0, jump_ops=[[qf.sigmam()]] * 3)
-        >>> res = network_mesolve(net, [qf.fock_dm(2, 0)] * 3, jnp.linspace(0, 1, 11))
+        >>> import jax.numpy as jnp, qflow_jax as qf
+        >>> net = qf.QubitNetwork(3, "path", k=5.0, jump_ops=[[qf.sigmam()]] * 3)
+        >>> res = qf.network_mesolve(net, [qf.fock_dm(2, 0)] * 3,
+        ...                          jnp.linspace(0, 1, 11))
         >>> res.reduced.shape
         (11, 3, 2, 2)
     """
@@ -299,35 +249,41 @@ def network_mesolve(
         raise TypeError(
             f"`network` must be a QubitNetwork, got {type(network).__name__}"
         )
-    solver, vfs = _solver_and_fields(
-        NetworkVectorField, network, method, rtol, atol, kernel
-    )
+    method = _method(method, rtol, atol, max_steps)
+    solver, vfs = _solver_and_fields(NetworkVectorField, network, method, kernel)
     return _run_network(
-        vfs, network.n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
+        vfs, network.n, rho0, tsave, exp_ops, solver, method, save_states
     )
 
 
-def _run_network(
-    vfs, n, rho0, tsave, exp_ops, solver, rtol, atol, save_states, max_steps
-) -> NetworkResult:
+def _run_network(vfs, n, rho0, tsave, exp_ops, solver, method, save_states):
     """Checks the inputs and integrates the vector fields `vfs` (summed)."""
-    _check_tols(rtol, atol, max_steps)
-    tsave = _check_tsave(tsave)
+    tsave = check_tsave(tsave, jnp.float64)
     y0 = _network_state(rho0, n)
     ex = None
     if exp_ops is not None:
         N = 2**n
-        ex = np.stack([np.asarray(o, dtype=complex) for o in exp_ops])
+        ex = jnp.stack(
+            [
+                to_array(o, f"exp_ops[{i}]", jnp.complex128)
+                for i, o in enumerate(exp_ops)
+            ]
+        )
         if ex.shape[1:] != (N, N):
             raise ValueError(
-                f"`exp_ops` must be ({N}, {N}) operators, got {ex.shape[1:]}"
+                f"`exp_ops` must be ({N}, {N}) operators, got {tuple(ex.shape[1:])}"
             )
-        ex = jnp.asarray(ex)
-    states, reduced, expects, final, stats, ok = _solve_network(
-        vfs, n, solver, y0, tsave, ex, save_states, rtol, atol, max_steps
+    out = _solve_network(vfs, n, solver, method, y0, tsave, ex, save_states, True)
+    states, reduced, expects = out.saved
+    return NetworkResult(
+        tsave=tsave,
+        states=states,
+        expects=None if expects is None else expects.T,
+        final_state=out.final,
+        stats=out.stats,
+        method=method.name,
+        reduced=reduced,
     )
-    _raise_if_failed(ok, "network_mesolve", max_steps)
-    return NetworkResult(tsave, states, reduced, expects, final, stats)
 
 
 class ReducedVectorField(eqx.Module):
@@ -375,24 +331,23 @@ class ReducedVectorField(eqx.Module):
         return out
 
 
-class ReducedResult(eqx.Module):
-    """What `solve_reduced` returns: tsave (nt,), states (nt, n, 2, 2), stats."""
-
-    tsave: jax.Array
-    states: jax.Array
-    stats: dict[str, jax.Array]
+class ReducedResult(SolveResult):
+    """What `solve_reduced` returns (`SolveResult`): states (nt, n, 2, 2) and
+    final_state (n, 2, 2) are the single-qubit reduced states; expects is None."""
 
 
 @eqx.filter_jit
-def _solve_reduced(vfs, solver, y0, tsave, rtol, atol, max_steps):
-    terms = (
-        dfx.ODETerm(vfs[0])
-        if len(vfs) == 1
-        else dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
+def _solve_reduced(vfs, solver, method, y0, tsave, throw) -> Integration:
+    return integrate(
+        _terms(vfs),
+        solver,
+        y0,
+        tsave,
+        method=method,
+        engine="solve_reduced",
+        throw=throw,
+        remedy=_REMEDY,
     )
-    sol = _diffeqsolve(terms, solver, y0, tsave, None, rtol, atol, max_steps)
-    states, _ = sol.ys
-    return states, _stats(sol), sol.result == dfx.RESULTS.successful
 
 
 def solve_reduced(
@@ -400,10 +355,10 @@ def solve_reduced(
     rho0: Any,
     tsave: Any,
     *,
-    method: str | dfx.AbstractSolver = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 100_000,
+    method: str | AbstractMethod | dfx.AbstractSolver = "tsit5",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
 ) -> ReducedResult:
     r"""Solves the single-qubit reduced states of a network with local terms only.
 
@@ -420,24 +375,31 @@ def solve_reduced(
             (its partial traces are used; small n only).
         tsave: (nt,) increasing save times.
         method: as in `network_mesolve`; "kencarp4" treats the coupling implicitly.
-        rtol, atol, max_steps: step-size control and step limit.
+        rtol, atol, max_steps: override the method's (defaults 1e-6, 1e-8, 100000).
 
     Example:
-        >>> net = QubitNetwork(1000, "ring", k=10.0, H=[qf.sigmax()] * 1000)
-        >>> solve_reduced(net, [qf.fock_dm(2, 0)] * 1000, [0.0, 1.0]).states.shape
+        >>> import qflow_jax as qf
+        >>> net = qf.QubitNetwork(1000, "ring", k=10.0, H=[qf.sigmax()] * 1000)
+        >>> qf.solve_reduced(net, [qf.fock_dm(2, 0)] * 1000, [0.0, 1.0]).states.shape
         (2, 1000, 2, 2)
     """
     if not isinstance(network, QubitNetwork):
         raise TypeError(
             f"`network` must be a QubitNetwork, got {type(network).__name__}"
         )
-    _check_tols(rtol, atol, max_steps)
-    tsave = _check_tsave(tsave)
+    method = _method(method, rtol, atol, max_steps)
+    tsave = check_tsave(tsave, jnp.float64)
     y0 = _reduced_state(rho0, network.n)
-    solver, vfs = _solver_and_fields(ReducedVectorField, network, method, rtol, atol)
-    states, stats, ok = _solve_reduced(vfs, solver, y0, tsave, rtol, atol, max_steps)
-    _raise_if_failed(ok, "solve_reduced", max_steps)
-    return ReducedResult(tsave, states, stats)
+    solver, vfs = _solver_and_fields(ReducedVectorField, network, method)
+    out = _solve_reduced(vfs, solver, method, y0, tsave, True)
+    return ReducedResult(
+        tsave=tsave,
+        states=out.saved,
+        expects=None,
+        final_state=out.final,
+        stats=out.stats,
+        method=method.name,
+    )
 
 
 def sweep_reduced_states(
@@ -445,10 +407,10 @@ def sweep_reduced_states(
     rho0: Any,
     tsave: Any,
     *,
-    method: str | dfx.AbstractSolver = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 1_000_000,
+    method: str | AbstractMethod | dfx.AbstractSolver = "tsit5",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
 ) -> jax.Array:
     """Reduced-state trajectories (len(networks), nt, n, 2, 2) of networks that
     differ only in their coefficients (swap gain, weights, Hamiltonians, rates: one
@@ -461,7 +423,9 @@ def sweep_reduced_states(
     compilation serves the whole sweep.
 
     Example:
-        >>> nets = [QubitNetwork(3, "path", k=k, jump_ops=[[qf.sigmam()]] * 3)
+        >>> import qflow_jax as qf
+        >>> from qflow_jax.network import sweep_reduced_states
+        >>> nets = [qf.QubitNetwork(3, "path", k=k, jump_ops=[[qf.sigmam()]] * 3)
         ...         for k in (10.0, 100.0)]
         >>> sweep_reduced_states(nets, [qf.fock_dm(2, 1)] * 3, [0.0, 1.0]).shape
         (2, 2, 3, 2, 2)
@@ -470,16 +434,13 @@ def sweep_reduced_states(
 
     if not networks or not all(isinstance(n, QubitNetwork) for n in networks):
         raise TypeError("`networks` must be a non-empty sequence of QubitNetwork")
-    _check_tols(rtol, atol, max_steps)
-    tsave = _check_tsave(tsave)
+    method = _method(method, rtol, atol, max_steps)
+    tsave = check_tsave(tsave, jnp.float64)
     net0 = networks[0]
     local = net0.is_local
     field_cls = ReducedVectorField if local else NetworkVectorField
     kernel = None if local else "auto"
-    built = [
-        _solver_and_fields(field_cls, net, method, rtol, atol, kernel)
-        for net in networks
-    ]
+    built = [_solver_and_fields(field_cls, net, method, kernel) for net in networks]
     solver = built[0][0]
     fields = [vfs for _, vfs in built]
 
@@ -497,21 +458,15 @@ def sweep_reduced_states(
         y0 = _reduced_state(rho0, net0.n)
 
         def one(vfs):
-            states, _, ok = _solve_reduced(
-                vfs, solver, y0, tsave, rtol, atol, max_steps
-            )
-            return states, ok
+            return _solve_reduced(vfs, solver, method, y0, tsave, True).saved
 
     else:
         y0 = _network_state(rho0, net0.n)
 
         def one(vfs):
             out = _solve_network(
-                vfs, net0.n, solver, y0, tsave, None, False, rtol, atol, max_steps
+                vfs, net0.n, solver, method, y0, tsave, None, False, True
             )
-            return out[1], out[-1]
+            return out.saved[1]
 
-    states, ok = map_batch(one, stacked, sequential=True)
-    for i, good in enumerate(np.asarray(ok)):
-        _raise_if_failed(good, f"sweep_reduced_states (network {i})", max_steps)
-    return states
+    return map_batch(one, stacked, sequential=True)

@@ -20,6 +20,7 @@ from qflow_jax.network import (
     network_mesolve,
     product_state,
 )
+from qflow_jax.core.methods import method_from
 from qflow_jax.network.solve import _solver_and_fields
 from tests.network.test_engine import liouvillian, random_network, random_state, vec
 
@@ -158,9 +159,13 @@ def test_native_vmap():
 
 def test_kernel_choice_per_method():
     net = random_network(3, seed=45)
-    _, (vf,) = _solver_and_fields(NetworkVectorField, net, "tsit5", 1e-6, 1e-8, "auto")
+    _, (vf,) = _solver_and_fields(
+        NetworkVectorField, net, method_from("tsit5"), "auto"
+    )
     assert vf.kernel == "native"
-    _, vfs = _solver_and_fields(NetworkVectorField, net, "kencarp4", 1e-6, 1e-8, "auto")
+    _, vfs = _solver_and_fields(
+        NetworkVectorField, net, method_from("kencarp4"), "auto"
+    )
     assert [v.kernel for v in vfs] == ["xla", "xla"]  # implicit iterates: not Hermitian
     with pytest.raises(ValueError, match="kernel='native' needs an explicit method"):
         network_mesolve(
