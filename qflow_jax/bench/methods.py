@@ -44,7 +44,7 @@ from qflow_jax.evolution.run import (
     run_qflow,
     setup_qflow,
 )
-from qflow_jax.husimi.grid import Grid, estimate_grid_memory, solve_fd, solve_spectral
+from qflow_jax.husimi.grid import Grid, estimate_grid_memory, solve_grid
 from qflow_jax.pinn.train import PINNSettings, train_pinn
 from qflow_jax.runs import to_jsonable
 
@@ -124,13 +124,13 @@ def _grid_solver(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
             f"{grid.n_points:.3g} points > budget {budget / 2**30:.3g} GiB"
         )
     logq0 = setup.initial.logq()
-    solve = solve_fd if kind == "fd" else solve_spectral
     began = time.perf_counter()
-    sol = solve(
+    sol = solve_grid(
         problem.pde,
         lambda y: jnp.exp(logq0(y)),
-        grid,
         tsave,
+        grid=grid,
+        scheme=kind,
         rtol=st.get("rtol", 1e-6),
         atol=st.get("atol", 1e-9),
         max_memory=budget,
@@ -179,7 +179,7 @@ def _grid_solver(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
             "n_points": grid.n_points,
             "half_width": L,
             "memory_estimate_MiB": need / 2**20,
-            "steps": int(sol.num_steps),
+            "steps": int(sol.stats["num_steps"]),
             "mass_drift": float(np.max(np.abs(mass - mass[0]))),
             "nonpositive_fraction": float(np.mean(Q[i] <= 0)),
         },

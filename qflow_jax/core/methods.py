@@ -49,6 +49,7 @@ __all__ = [
     "Kvaerno5",
     "Lawson",
     "RK4",
+    "RK4Solver",
     "Solver",
     "Tsit5",
     "method_from",
@@ -59,7 +60,7 @@ DEFAULT_ATOL = 1e-8
 DEFAULT_MAX_STEPS = 100_000
 
 
-class _RK4Tableau(dfx.AbstractERK):
+class RK4Solver(dfx.AbstractERK):
     """The classical fourth-order Runge-Kutta method (fixed steps)."""
 
     tableau: ClassVar[dfx.ButcherTableau] = dfx.ButcherTableau(
@@ -205,7 +206,7 @@ Auto = _adaptive(
 )
 Euler = _fixed("Euler", dfx.Euler, "Explicit Euler, fixed step `dt`.")
 Heun = _fixed("Heun", dfx.Heun, "Heun's second-order method, fixed step `dt`.")
-RK4 = _fixed("RK4", _RK4Tableau, "Classical fourth-order Runge-Kutta, fixed `dt`.")
+RK4 = _fixed("RK4", RK4Solver, "Classical fourth-order Runge-Kutta, fixed `dt`.")
 
 
 class Lawson(AbstractAdaptiveMethod):

@@ -1,27 +1,51 @@
 """Time evolution of normalizing flows through the Husimi PDE: Euler-KL and TDVP."""
 
-from qflow_jax.evolution.euler_kl import EulerKLSettings, euler_kl_evolve, euler_kl_step
+import warnings as _warnings
+
+from qflow_jax.evolution.euler_kl import (
+    EulerKLSettings,
+    euler_kl_evolve,
+    euler_kl_step,
+    evolve_euler_kl,
+)
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
+from qflow_jax.evolution.result import EvolutionResult
 from qflow_jax.evolution.tdvp import (
     LINEAR_SOLVERS,
-    RK4,
     TDVPSettings,
+    evolve_tdvp,
     tdvp_evolve,
     tdvp_theta_dot,
 )
 
 __all__ = [
     "LINEAR_SOLVERS",
-    "RK4",
     "EulerKLSettings",
+    "EvolutionResult",
     "PretrainSettings",
     "TDVPSettings",
     "euler_kl_evolve",
     "euler_kl_step",
+    "evolve_euler_kl",
+    "evolve_tdvp",
     "normalization",
     "pretrain",
     "sample_observables",
     "tdvp_evolve",
     "tdvp_theta_dot",
 ]
+
+
+def __getattr__(name: str):
+    if name == "RK4":
+        _warnings.warn(
+            "qflow_jax.evolution.RK4 is deprecated; the diffrax solver is "
+            "qflow_jax.core.methods.RK4Solver, the method qflow_jax.RK4(dt)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from qflow_jax.core.methods import RK4Solver
+
+        return RK4Solver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

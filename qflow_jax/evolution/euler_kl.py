@@ -38,6 +38,7 @@ Euler form with the same budget drifts by over 10%; configs/damped_1mode_euler_k
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +50,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from qflow_jax.core.checks import check_tsave
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
+from qflow_jax.evolution.result import EvolutionResult, evolution_result
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.parallel import shard_samples
 
-__all__ = ["EulerKLSettings", "euler_kl_evolve", "euler_kl_step"]
+__all__ = [
+    "EulerKLSettings",
+    "euler_kl_evolve",
+    "euler_kl_step",
+    "evolve_euler_kl",
+]
 
 
 @dataclass(frozen=True)
@@ -239,32 +247,45 @@ def euler_kl_step(
     }
 
 
-def euler_kl_evolve(
-    flow: nn.Module,
+def evolve_euler_kl(
     pde: QPDE,
+    flow: nn.Module,
     params: Any,
     tsave: Any,
+    *,
     key: jax.Array,
-    settings: EulerKLSettings,
+    settings: EulerKLSettings | None = None,
     callback: Callable[[int, Any, dict], None] | None = None,
-) -> tuple[list[Any], list[dict[str, Any]]]:
+) -> EvolutionResult:
     """Evolves the flow through tsave by Euler-KL steps of at most `settings.dt`.
 
     A step whose loss or parameters are non-finite, or whose Euler weights 1 + dt s
     turn negative, is rolled back and redone as two half steps (recursively, down to
-    dt/8); each interval's info counts these retries. Failing at dt/8 raises.
+    dt/8); each interval's stats count these retries.
+
+    Args:
+        pde: the compiled Q-PDE (the generator).
+        flow, params: the flow and its parameters at tsave[0] (the initial state).
+        tsave: (nt,) increasing save times.
+        key: random key of the samples.
+        settings: `EulerKLSettings` (default `EulerKLSettings()`).
+        callback: called as callback(i, params, info) after save interval i - 1.
 
     Returns:
-        Parameters at every save time and per-interval info (last loss, inner steps,
-        retries).
+        `EvolutionResult`: parameters at every save time; per interval the last
+        loss, the steps, the inner optimizer steps and the retries.
+
+    Raises:
+        FloatingPointError when a step fails at dt/8.
     """
-    tsave = np.asarray(tsave, float)
+    settings = EulerKLSettings() if settings is None else settings
+    ts = np.asarray(check_tsave(tsave, float))
     out, infos = [params], []
-    for i in range(len(tsave) - 1):
-        span = tsave[i + 1] - tsave[i]
+    for i in range(len(ts) - 1):
+        span = ts[i + 1] - ts[i]
         n_steps = max(1, int(np.ceil(span / settings.dt - 1e-9)))
         info = {
-            "t": float(tsave[i + 1]),
+            "t": float(ts[i + 1]),
             "steps": n_steps,
             "retries": 0,
             "inner_steps": 0,
@@ -279,7 +300,30 @@ def euler_kl_evolve(
         out.append(params)
         if callback is not None:
             callback(i + 1, params, info)
-    return out, infos
+    return evolution_result(ts, out, infos, "euler-kl")
+
+
+def euler_kl_evolve(
+    flow: nn.Module,
+    pde: QPDE,
+    params: Any,
+    tsave: Any,
+    key: jax.Array,
+    settings: EulerKLSettings,
+    callback: Callable[[int, Any, dict], None] | None = None,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Deprecated: `evolve_euler_kl(pde, flow, params, tsave, key=..., settings=...)`;
+    returns (parameters at every save time, per-interval infos)."""
+    warnings.warn(
+        "euler_kl_evolve(flow, pde, ...) is deprecated; use "
+        "evolve_euler_kl(pde, flow, params, tsave, key=..., settings=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    res = evolve_euler_kl(
+        pde, flow, params, tsave, key=key, settings=settings, callback=callback
+    )
+    return [res.params_at(i) for i in range(len(res.tsave))], res.infos
 
 
 def _robust_step(flow, pde, params, key, settings, dt, info, depth):

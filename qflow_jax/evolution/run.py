@@ -52,10 +52,10 @@ from qflow_jax.config import (
     positive_ints,
     validate,
 )
-from qflow_jax.evolution.euler_kl import EulerKLSettings, euler_kl_evolve
+from qflow_jax.evolution.euler_kl import EulerKLSettings, evolve_euler_kl
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
-from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, tdvp_evolve
+from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, evolve_tdvp
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import (
     BosonOp,
@@ -1056,7 +1056,7 @@ def run_qflow(
     )
     params = flow.init(jax.random.key(cfg["seed"]), jnp.zeros((1, flow.dim)))
     settings = _settings(cfg)
-    evolve = tdvp_evolve if cfg["method"] == "tdvp" else euler_kl_evolve
+    evolve = evolve_tdvp if cfg["method"] == "tdvp" else evolve_euler_kl
     base = jax.random.key(cfg["seed"] + 1)
     eval_key = jax.random.key(cfg["seed"] + 2)
     ckpt = run.path / "checkpoint.npz"
@@ -1086,13 +1086,13 @@ def run_qflow(
     for i in bar:
         began = time.perf_counter()
         try:
-            out, info = evolve(
-                flow,
+            res = evolve(
                 problem.pde,
+                flow,
                 params,
                 tsave[i : i + 2],
-                jax.random.fold_in(base, i),
-                settings,
+                key=jax.random.fold_in(base, i),
+                settings=settings,
             )
         except FloatingPointError as err:
             raise RuntimeError(
@@ -1101,8 +1101,8 @@ def run_qflow(
                 "the last good state"
             ) from err
         timings["evolution_s"] += time.perf_counter() - began
-        params = out[-1]
-        state["infos"].append(info[0])
+        params = res.final_state
+        state["infos"].append(res.infos[0])
         began = time.perf_counter()
         record, q = _evaluate(
             flow,
@@ -1118,11 +1118,12 @@ def run_qflow(
         if not np.isfinite(record["max_abs_error_n"]):
             raise RuntimeError(
                 f"{cfg['method']} gave a non-finite flow at t = {tsave[i + 1]:.4g} "
-                f"(interval info: {info[0]}); checkpoint.npz holds the last good state"
+                f"(interval info: {res.infos[0]}); checkpoint.npz holds the last good "
+                "state"
             )
         state["records"].append(record)
         q_flow.append(q)
-        loss = info[0].get("residual", info[0].get("loss", float("nan")))
+        loss = res.infos[0].get("residual", res.infos[0].get("loss", float("nan")))
         bar.set_postfix(
             t=f"{tsave[i + 1]:.3g}",
             loss=f"{loss:.2e}",

@@ -22,39 +22,32 @@ measures how much of the PDE's motion the flow cannot follow.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-import diffrax as dfx
 import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qflow_jax.core.checks import check_tsave
+from qflow_jax.core.integrate import integrate
+from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Tsit5
 from qflow_jax.evolution._flowfns import flatten, logq_fn
+from qflow_jax.evolution.result import EvolutionResult, evolution_result
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.parallel import shard_samples
 
-__all__ = ["LINEAR_SOLVERS", "RK4", "TDVPSettings", "tdvp_evolve", "tdvp_theta_dot"]
-
-
-class RK4(dfx.AbstractERK):
-    """The classical fourth-order Runge-Kutta method (fixed steps)."""
-
-    tableau: ClassVar[dfx.ButcherTableau] = dfx.ButcherTableau(
-        c=np.array([0.5, 0.5, 1.0]),
-        b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
-        b_error=np.zeros(4),
-        a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
-    )
-    interpolation_cls: ClassVar[Callable[..., Any]] = (
-        dfx.ThirdOrderHermitePolynomialInterpolation.from_k
-    )
-
-    def order(self, terms: Any) -> int:
-        return 4
+__all__ = [
+    "LINEAR_SOLVERS",
+    "TDVPSettings",
+    "evolve_tdvp",
+    "tdvp_evolve",
+    "tdvp_theta_dot",
+]
 
 
 @dataclass(frozen=True)
@@ -208,12 +201,10 @@ def tdvp_theta_dot(
     return theta_dot, {"residual": residual, "mean_s": s.mean(), "es2": es2}
 
 
-def _ode_solver(settings: TDVPSettings) -> tuple[dfx.AbstractSolver, Any, Any]:
+def _ode_method(settings: TDVPSettings) -> AbstractMethod:
     if settings.ode_solver == "tsit5":
-        ctrl = dfx.PIDController(rtol=settings.rtol, atol=settings.atol)
-        return dfx.Tsit5(), ctrl, settings.dt
-    solver = dfx.Heun() if settings.ode_solver == "heun" else RK4()
-    return solver, dfx.ConstantStepSize(), settings.dt
+        return Tsit5(rtol=settings.rtol, atol=settings.atol)
+    return (Heun if settings.ode_solver == "heun" else RK4)(settings.dt)
 
 
 @eqx.filter_jit
@@ -221,22 +212,86 @@ def _evolve_interval(flow, pde, theta, unravel, z, t0, t1, settings):
     def vf(t, th, args):
         return tdvp_theta_dot(flow, pde, th, unravel, z, settings)[0]
 
-    solver, ctrl, dt0 = _ode_solver(settings)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(vf),
-        solver,
-        t0,
-        t1,
-        dt0,
+    method = _ode_method(settings)
+    out = integrate(
+        vf,
+        method.solver(),
         theta,
-        stepsize_controller=ctrl,
-        max_steps=100_000,
+        jnp.stack([t0, t1]),
+        method=method,
+        engine="evolve_tdvp",
         throw=False,
     )
-    theta1 = sol.ys[-1]
+    theta1 = out.final
     _, diag = tdvp_theta_dot(flow, pde, theta1, unravel, z, settings)
-    ok = (sol.result == dfx.RESULTS.successful) & jnp.all(jnp.isfinite(theta1))
-    return theta1, diag, sol.stats["num_steps"], ok
+    return theta1, diag, out.stats["num_steps"], out.status == 0
+
+
+def evolve_tdvp(
+    pde: QPDE,
+    flow: nn.Module,
+    params: Any,
+    tsave: Any,
+    *,
+    key: jax.Array,
+    settings: TDVPSettings | None = None,
+    callback: Callable[[int, Any, dict], None] | None = None,
+) -> EvolutionResult:
+    """Evolves the flow parameters through tsave by TDVP (d theta/dt = S^+ F).
+
+    Each interval [t_i, t_{i+1}] draws fresh base samples and is one diffrax solve;
+    a non-finite result or a failed solve is rolled back and retried with half the
+    step (twice at most), and reported in the interval's stats.
+
+    Args:
+        pde: the compiled Q-PDE (the generator).
+        flow, params: the flow and its parameters at tsave[0] (the initial state).
+        tsave: (nt,) increasing save times.
+        key: random key of the base samples.
+        settings: `TDVPSettings` (default `TDVPSettings()`).
+        callback: called as callback(i, params, info) after save interval i - 1.
+
+    Returns:
+        `EvolutionResult`: parameters at every save time; per interval the residual
+        at its end, the ODE steps and the retries.
+
+    Raises:
+        FloatingPointError when an interval fails after its retries.
+    """
+    settings = TDVPSettings() if settings is None else settings
+    theta, unravel = flatten(params)
+    tsave = check_tsave(tsave, float)
+    ts = np.asarray(tsave)
+    out, infos = [unravel(theta)], []
+    for i in range(len(ts) - 1):
+        key, sub = jax.random.split(key)
+        z = jax.random.normal(sub, (settings.batch_size, flow.dim))
+        st, retries = settings, 0
+        while True:
+            new, diag, steps, ok = _evolve_interval(
+                flow, pde, theta, unravel, z, ts[i], ts[i + 1], st
+            )
+            if bool(ok) or retries == 2:
+                break
+            retries += 1
+            st = TDVPSettings(**{**st.__dict__, "dt": st.dt / 2})
+        if not bool(ok):
+            raise FloatingPointError(
+                f"TDVP failed on [{ts[i]}, {ts[i + 1]}] after {retries} retries "
+                "with halved steps (non-finite parameters or step limit)"
+            )
+        theta = new
+        info = {
+            "t": float(ts[i + 1]),
+            "residual": float(diag["residual"]),
+            "ode_steps": int(steps),
+            "retries": retries,
+        }
+        infos.append(info)
+        out.append(unravel(theta))
+        if callback is not None:
+            callback(i + 1, out[-1], info)
+    return evolution_result(tsave, out, infos, "tdvp")
 
 
 def tdvp_evolve(
@@ -247,46 +302,16 @@ def tdvp_evolve(
     key: jax.Array,
     settings: TDVPSettings,
     callback: Callable[[int, Any, dict], None] | None = None,
-) -> tuple[list[Any], list[dict[str, float]]]:
-    """Evolves the flow parameters through tsave by TDVP.
-
-    Each interval [t_i, t_{i+1}] draws fresh base samples and is one diffrax solve;
-    a non-finite result is rolled back and retried with half the step (twice at
-    most), and reported in the interval's info.
-
-    Returns:
-        Parameters at every save time, and per-interval info (residual at the end
-        of the interval, ODE steps, retries).
-    """
-    theta, unravel = flatten(params)
-    tsave = np.asarray(tsave, float)
-    out, infos = [unravel(theta)], []
-    for i in range(len(tsave) - 1):
-        key, sub = jax.random.split(key)
-        z = jax.random.normal(sub, (settings.batch_size, flow.dim))
-        st, retries = settings, 0
-        while True:
-            new, diag, steps, ok = _evolve_interval(
-                flow, pde, theta, unravel, z, tsave[i], tsave[i + 1], st
-            )
-            if bool(ok) or retries == 2:
-                break
-            retries += 1
-            st = TDVPSettings(**{**st.__dict__, "dt": st.dt / 2})
-        if not bool(ok):
-            raise FloatingPointError(
-                f"TDVP failed on [{tsave[i]}, {tsave[i + 1]}] after {retries} retries "
-                "with halved steps (non-finite parameters or step limit)"
-            )
-        theta = new
-        info = {
-            "t": float(tsave[i + 1]),
-            "residual": float(diag["residual"]),
-            "ode_steps": int(steps),
-            "retries": retries,
-        }
-        infos.append(info)
-        out.append(unravel(theta))
-        if callback is not None:
-            callback(i + 1, out[-1], info)
-    return out, infos
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Deprecated: `evolve_tdvp(pde, flow, params, tsave, key=..., settings=...)`;
+    returns (parameters at every save time, per-interval infos)."""
+    warnings.warn(
+        "tdvp_evolve(flow, pde, ...) is deprecated; use "
+        "evolve_tdvp(pde, flow, params, tsave, key=..., settings=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    res = evolve_tdvp(
+        pde, flow, params, tsave, key=key, settings=settings, callback=callback
+    )
+    return [res.params_at(i) for i in range(len(res.tsave))], res.infos

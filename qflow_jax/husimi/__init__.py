@@ -9,6 +9,7 @@ from qflow_jax.husimi.grid import (
     added_diffusion,
     estimate_grid_memory,
     solve_fd,
+    solve_grid,
     solve_spectral,
 )
 from qflow_jax.husimi.kernels import apply, dlogq_dt
@@ -43,6 +44,7 @@ __all__ = [
     "q_from_rho",
     "real_to_alpha",
     "solve_fd",
+    "solve_grid",
     "solve_spectral",
     "thermal_q",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qflow_jax.core.checks import check_finite, check_tsave
+from qflow_jax.core.integrate import integrate
+from qflow_jax.core.methods import (
+    DEFAULT_ATOL,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_RTOL,
+    AbstractMethod,
+    Solver,
+    method_from,
+)
+from qflow_jax.core.result import SolveResult
 from qflow_jax.husimi.compiler import QPDE
 
 __all__ = [
@@ -42,6 +54,7 @@ __all__ = [
     "added_diffusion",
     "estimate_grid_memory",
     "solve_fd",
+    "solve_grid",
     "solve_spectral",
 ]
 
@@ -296,17 +309,15 @@ class GridVectorField(eqx.Module):
         return sum(_fd_derivative(Q, k, 2, h) for k, h in enumerate(self.grid.spacing))
 
 
-class GridSolution(eqx.Module):
-    """What `solve_fd` / `solve_spectral` return.
+class GridSolution(SolveResult):
+    """What `solve_grid` returns (`SolveResult`): states (nt, *grid.shape) is Q on
+    the grid at tsave; expects is None.
 
     Attributes:
-        tsave: (nt,) save times.
-        Q: (nt, *grid.shape) Q on the grid at tsave.
         integral: (nt,) integral of Q over the box (conserved: 1 for a normalised Q0).
         grid: the grid.
+        scheme: "fd" or "spectral".
         memory_bytes: estimated peak memory of the solve.
-        method: "fd" or "spectral".
-        num_steps: accepted + rejected steps taken by diffrax.
         max_added_diffusion: with `stabilize=True`, the largest nu(x) added to the
             PDE over the grid (0: the PDE was not modified); None otherwise.
         q_mass_stabilized: with `stabilize=True`, (nt,) integral of Q at tsave over
@@ -316,34 +327,93 @@ class GridSolution(eqx.Module):
             points; None otherwise.
     """
 
-    tsave: jax.Array
-    Q: jax.Array
     integral: jax.Array
     grid: Grid
+    scheme: str = eqx.field(static=True)
     memory_bytes: int = eqx.field(static=True)
-    method: str = eqx.field(static=True)
-    num_steps: jax.Array
     max_added_diffusion: jax.Array | None = None
     q_mass_stabilized: jax.Array | None = None
     q_max_stabilized: jax.Array | None = None
 
+    @property
+    def Q(self) -> jax.Array:
+        """Q on the grid at tsave (= `states`)."""
+        return self.states
 
-def _solve_grid(
+    @property
+    def num_steps(self) -> jax.Array:
+        """Deprecated: `stats["num_steps"]`."""
+        return self.stats["num_steps"]
+
+
+def solve_grid(
     pde: QPDE,
     Q0: Any,
-    grid: Grid,
     tsave: Any,
-    method: str,
     *,
-    solver: dfx.AbstractSolver | None,
-    rtol: float,
-    atol: float,
-    dt0: float | None,
-    stepsize_controller: dfx.AbstractStepSizeController | None,
-    max_steps: int,
-    max_memory: int | None,
-    stabilize: bool,
+    grid: Grid,
+    scheme: str = "fd",
+    method: str | AbstractMethod | dfx.AbstractSolver = "tsit5",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
+    max_memory: int | None = None,
+    stabilize: bool = False,
 ) -> GridSolution:
+    """Solves the compiled Q-PDE dQ/dt = sum_m c_m(x) d^m Q on a grid.
+
+    The PDE is discretised in space and integrated in time by diffrax (method of
+    lines), with `scheme`:
+
+    - "fd": central differences of second order for every derivative, Q = 0
+      outside the box;
+    - "spectral": exact derivatives of the trigonometric interpolant on the
+      periodic box (FFT), Nyquist mode dropped for odd orders.
+
+    Args:
+        pde: compiled PDE on R^dim (the generator).
+        Q0: initial Q, a callable (..., dim) -> (...) (e.g. `coherent_q(1.0)`) or an
+            array of shape `grid.shape`.
+        tsave: (nt,) increasing save times; the solve starts at tsave[0].
+        grid: the `Grid` (dim must match the PDE).
+        scheme: "fd" or "spectral".
+        method: a method object or name (default "tsit5"; any explicit or implicit
+            method, `qf.RK4(dt)` for fixed steps, or a diffrax solver).
+        rtol, atol, max_steps: override the method's (defaults 1e-6, 1e-8, 100000).
+        max_memory: refuse grids whose estimated footprint exceeds this many bytes
+            (default: half the available memory), raising MemoryError before
+            allocating anything.
+        stabilize: opt-in; solve a modified PDE that is well-posed where the given
+            one is backward-parabolic. At every grid point nu(x) =
+            max(0, -lambda_min(D(x))), D(x) the symmetric matrix of the second-order
+            coefficients, is computed once (`added_diffusion`) and
+            nu(x) * Laplacian(Q) is added to the right-hand side (discretised as
+            the scheme's other derivatives), so the local diffusion D + nu I is
+            positive semidefinite. Where D is already semidefinite (everywhere for
+            a Fokker-Planck PDE) nothing changes. The answer is only that of the
+            given PDE if Q is negligible where nu > 0: check
+            `max_added_diffusion`, `q_mass_stabilized` and `q_max_stabilized` of
+            the result. Raises ValueError for PDEs of order > 2.
+
+    Returns:
+        `GridSolution` with Q at tsave, the integral of Q, grid and memory estimate
+        (and, with `stabilize=True`, what the stabilisation added and where).
+
+    Raises:
+        A runtime error if the solution blew up (non-finite, or |Q| above 10
+        max(|Q0|, pi^-N)): typical of indefinite diffusion on a fine grid without
+        `stabilize=True`; or if the solve reached its step limit.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from qflow_jax.husimi import Grid, a, adag, coherent_q, compile_qpde
+        >>> from qflow_jax.husimi import solve_grid
+        >>> pde = compile_qpde(adag(0) @ a(0), [0.5 * a(0)])
+        >>> sol = solve_grid(pde, coherent_q(1.0), jnp.array([0.0, 1.0]),
+        ...                  grid=Grid(2, 64, 6.0))
+        >>> [round(float(x), 4) for x in sol.integral]
+        [1.0, 1.0]
+    """
     if not isinstance(pde, QPDE):
         raise TypeError(
             f"`pde` must be a QPDE from compile_qpde, got {type(pde).__name__}"
@@ -354,22 +424,20 @@ def _solve_grid(
         raise ValueError(
             f"`grid` has dimension {grid.dim} but the PDE lives on R^{pde.dim}"
         )
-    tsave = jnp.asarray(tsave, dtype=float)
-    if tsave.ndim != 1 or tsave.shape[0] < 2 or not bool(jnp.all(jnp.diff(tsave) > 0)):
-        raise ValueError(
-            "`tsave` must be a strictly increasing 1-D array of >= 2 times, got "
-            f"{tsave}"
-        )
+    if scheme not in _METHODS:
+        raise ValueError(f"`scheme` must be one of {_METHODS}, got {scheme!r}")
+    method = method_from(method, rtol=rtol, atol=atol, max_steps=max_steps)
+    tsave = check_tsave(tsave, float)
     if not isinstance(stabilize, bool):
         raise TypeError(f"`stabilize` must be a bool, got {stabilize!r}")
     if stabilize:
         _check_second_order(pde)
     limit = int(0.5 * _available_memory()) if max_memory is None else int(max_memory)
-    need = estimate_grid_memory(grid, method, tsave.shape[0], stabilize=stabilize)
+    need = estimate_grid_memory(grid, scheme, tsave.shape[0], stabilize=stabilize)
     if need > limit:
         raise MemoryError(
             f"grid {'x'.join(map(str, grid.shape))} = {grid.n_points:.3g} points needs "
-            f"about {need / 2**30:.3g} GiB for a '{method}' solve, over the limit of "
+            f"about {need / 2**30:.3g} GiB for a '{scheme}' solve, over the limit of "
             f"{limit / 2**30:.3g} GiB (`max_memory`); use fewer `points`"
         )
     if callable(Q0):
@@ -381,49 +449,26 @@ def _solve_grid(
                 f"`Q0` must be a callable or an array of the grid shape {grid.shape}, "
                 f"got shape {y0.shape}"
             )
-    controller = stepsize_controller or dfx.PIDController(rtol=rtol, atol=atol)
+    y0 = check_finite(y0, "Q0")
     nu = added_diffusion(pde, grid) if stabilize else None
     # nu = 0 everywhere (semidefinite D): leave the vector field exactly as without
     # stabilisation; the solution still reports max_added_diffusion = 0.
     modified = nu is not None and bool(jnp.any(nu > 0))
-    return _run(
-        GridVectorField(pde, grid, method, nu if modified else None),
-        y0,
-        tsave,
-        solver or dfx.Tsit5(),
-        controller,
-        dt0,
-        max_steps,
-        need,
-        nu,
-    )
+    vf = GridVectorField(pde, grid, scheme, nu if modified else None)
+    return _run(vf, y0, tsave, method, need, nu)
 
 
 @eqx.filter_jit
-def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need, nu) -> GridSolution:
+def _run(vf, y0, tsave, method, need, nu) -> GridSolution:
     vol = vf.grid.cell_volume
 
-    def save(t, y, args):
+    def save(t, y):
         out = (y, jnp.sum(y) * vol)
         if nu is None:
             return out
         inside = jnp.where(nu > 0, y, 0.0)
         return (*out, jnp.sum(inside) * vol, jnp.max(jnp.abs(inside)))
 
-    saveat = dfx.SaveAt(ts=tsave, fn=save)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(vf),
-        solver,
-        tsave[0],
-        tsave[-1],
-        dt0,
-        y0,
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=max_steps,
-    )
-    Q, integral = sol.ys[:2]
-    bound = 10 * jnp.maximum(jnp.max(jnp.abs(y0)), jnp.pi ** (-vf.grid.dim / 2))
     if nu is None:
         remedy = (
             "pass `stabilize=True` (adds diffusion where D(x) is indefinite; second "
@@ -431,69 +476,49 @@ def _run(vf, y0, tsave, solver, controller, dt0, max_steps, need, nu) -> GridSol
         )
     else:
         remedy = "use a coarser grid, a smaller box or a Fock solve"
+    out = integrate(
+        vf,
+        method.solver(),
+        y0,
+        tsave,
+        method=method,
+        engine=f"solve_grid ({vf.method})",
+        save=save,
+        remedy=remedy,
+    )
+    Q, integral = out.saved[:2]
+    bound = 10 * jnp.maximum(jnp.max(jnp.abs(y0)), jnp.pi ** (-vf.grid.dim / 2))
     Q = eqx.error_if(
         Q,
-        ~jnp.all(jnp.isfinite(Q)) | (jnp.max(jnp.abs(Q)) > bound),
+        jnp.max(jnp.abs(Q)) > bound,
         "the grid solution blew up (|Q| > 10 max(|Q0|, pi^-N)): a PDE that is not "
         "Fokker-Planck (QPDE.is_fokker_planck() is False: indefinite diffusion or "
         f"order > 2) is ill-posed on fine grids; {remedy}",
     )
-    stab = (None, None, None) if nu is None else (jnp.max(nu), *sol.ys[2:])
+    stab = {}
+    if nu is not None:
+        stab = dict(
+            max_added_diffusion=jnp.max(nu),
+            q_mass_stabilized=out.saved[2],
+            q_max_stabilized=out.saved[3],
+        )
     return GridSolution(
-        tsave, Q, integral, vf.grid, need, vf.method, sol.stats["num_steps"], *stab
+        tsave=tsave,
+        states=Q,
+        expects=None,
+        final_state=Q[-1],
+        stats=out.stats,
+        method=method.name,
+        integral=integral,
+        grid=vf.grid,
+        scheme=vf.method,
+        memory_bytes=need,
+        **stab,
     )
 
 
-_SOLVE_DOC = """Solves the compiled Q-PDE on a grid with {what}.
-
-    dQ/dt = sum_m c_m(x) d^m Q is discretised in space ({detail}) and integrated in
-    time by diffrax (method of lines).
-
-    Args:
-        pde: compiled PDE on R^dim.
-        Q0: initial Q, a callable (..., dim) -> (...) (e.g. `coherent_q(1.0)`) or an
-            array of shape `grid.shape`.
-        grid: the `Grid` (dim must match the PDE).
-        tsave: (nt,) increasing save times; the solve starts at tsave[0].
-        solver: diffrax solver (default Tsit5).
-        rtol, atol: tolerances of the default PID step-size controller.
-        dt0: initial step (None: chosen by diffrax).
-        stepsize_controller: replaces the PID controller, e.g. ConstantStepSize().
-        max_steps: step limit; diffrax raises if it is reached.
-        max_memory: refuse grids whose estimated footprint exceeds this many bytes
-            (default: half the available memory), raising MemoryError before
-            allocating anything.
-        stabilize: opt-in; solve a modified PDE that is well-posed where the given
-            one is backward-parabolic. At every grid point nu(x) =
-            max(0, -lambda_min(D(x))), D(x) the symmetric matrix of the second-order
-            coefficients, is computed once (`added_diffusion`) and
-            nu(x) * Laplacian(Q) is added to the right-hand side ({lap}), so the
-            local diffusion D + nu I is positive semidefinite. Where D is already
-            semidefinite (everywhere for a Fokker-Planck PDE) nothing changes. The
-            answer is only that of the given PDE if Q is negligible where nu > 0:
-            check `max_added_diffusion`, `q_mass_stabilized` and `q_max_stabilized`
-            of the result. Raises ValueError for PDEs of order > 2.
-
-    Returns:
-        `GridSolution` with Q at tsave, the integral of Q, grid and memory estimate
-        (and, with `stabilize=True`, what the stabilisation added and where).
-
-    Raises:
-        equinox's runtime error if the solution blew up (non-finite, or |Q| above 10
-        max(|Q0|, pi^-N)): typical of indefinite diffusion on a fine grid without
-        `stabilize=True`.
-
-    Example:
-        >>> pde = compile_qpde(adag(0) @ a(0), [0.5 * a(0)])
-        >>> sol = {name}(pde, coherent_q(1.0), Grid(2, 64, 6.0), jnp.array([0.0, 1.0]))
-        >>> sol.integral  # [1., 1.]
-    """
-
-
-def _grid_solver(
-    method: str, what: str, detail: str, lap: str
-) -> Callable[..., GridSolution]:
-    """The public solver for one discretisation `method` ("fd" or "spectral")."""
+def _deprecated_grid_solver(scheme: str) -> Callable[..., GridSolution]:
+    """The old per-scheme entry point, kept for one release."""
 
     def solve(
         pde: QPDE,
@@ -502,47 +527,46 @@ def _grid_solver(
         tsave: Any,
         *,
         solver: dfx.AbstractSolver | None = None,
-        rtol: float = 1e-6,
-        atol: float = 1e-9,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
         dt0: float | None = None,
         stepsize_controller: dfx.AbstractStepSizeController | None = None,
-        max_steps: int = 100_000,
+        max_steps: int = DEFAULT_MAX_STEPS,
         max_memory: int | None = None,
         stabilize: bool = False,
     ) -> GridSolution:
-        return _solve_grid(
+        warnings.warn(
+            f"solve_{scheme}(pde, Q0, grid, tsave) is deprecated; use "
+            f"solve_grid(pde, Q0, tsave, grid=grid, scheme={scheme!r})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        fixed = isinstance(stepsize_controller, dfx.ConstantStepSize)
+        if stepsize_controller is not None and not fixed:
+            raise ValueError(
+                "`stepsize_controller` may only be ConstantStepSize() (with `dt0`); "
+                "use `method=` of solve_grid"
+            )
+        method = Solver(
+            solver or dfx.Tsit5(), rtol, atol, max_steps, dt=dt0 if fixed else None
+        )
+        return solve_grid(
             pde,
             Q0,
-            grid,
             tsave,
-            method,
-            solver=solver,
-            rtol=rtol,
-            atol=atol,
-            dt0=dt0,
-            stepsize_controller=stepsize_controller,
-            max_steps=max_steps,
+            grid=grid,
+            scheme=scheme,
+            method=method,
             max_memory=max_memory,
             stabilize=stabilize,
         )
 
-    name = f"solve_{method}"
-    solve.__name__ = solve.__qualname__ = name
-    solve.__doc__ = _SOLVE_DOC.format(what=what, detail=detail, name=name, lap=lap)
+    solve.__name__ = solve.__qualname__ = f"solve_{scheme}"
+    solve.__doc__ = (
+        f"Deprecated: `solve_grid(pde, Q0, tsave, grid=grid, scheme={scheme!r})`."
+    )
     return solve
 
 
-solve_fd = _grid_solver(
-    "fd",
-    what="second-order central finite differences",
-    detail="central differences of second order for every derivative, Q = 0 "
-    "outside the box",
-    lap="central differences, Q = 0 outside the box",
-)
-solve_spectral = _grid_solver(
-    "spectral",
-    what="pseudo-spectral (FFT) derivatives",
-    detail="exact derivatives of the trigonometric interpolant on the periodic box, "
-    "Nyquist mode dropped for odd orders",
-    lap="FFT on the periodic box",
-)
+solve_fd = _deprecated_grid_solver("fd")
+solve_spectral = _deprecated_grid_solver("spectral")

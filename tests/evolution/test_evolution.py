@@ -9,8 +9,8 @@ from qflow_jax.evolution import (
     EulerKLSettings,
     TDVPSettings,
     euler_kl_step,
+    evolve_tdvp,
     sample_observables,
-    tdvp_evolve,
     tdvp_theta_dot,
 )
 from qflow_jax.evolution._flowfns import flatten, sample_and_log_prob
@@ -47,8 +47,11 @@ def test_tdvp_follows_the_exact_damped_solution(solver):
     pde, flow, params = damped()
     st = TDVPSettings(batch_size=512, linear_solver=solver, ode_solver="rk4", dt=0.05)
     tsave = np.array([0.0, 0.5, 1.0])
-    out, infos = tdvp_evolve(flow, pde, params, tsave, jax.random.key(1), st)
-    for t, p in zip(tsave, out, strict=True):
+    res = evolve_tdvp(pde, flow, params, tsave, key=jax.random.key(1), settings=st)
+    infos = res.infos
+    assert res.method == "tdvp" and res.stats["residual"].shape == (2,)
+    for i, t in enumerate(tsave):
+        p = res.params_at(i)
         obs = sample_mean(flow, p)
         # 200k samples: standard error of <a> ~ 0.0016, of <n> ~ 0.004
         np.testing.assert_allclose(obs["a"][0], exact_alpha(t), atol=0.01)

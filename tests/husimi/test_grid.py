@@ -16,7 +16,7 @@ from qflow_jax.husimi import (
     estimate_grid_memory,
     q_from_rho,
     solve_fd,
-    solve_spectral,
+    solve_grid,
 )
 from qflow_jax.husimi.grid import added_diffusion
 
@@ -24,16 +24,17 @@ W, G_DAMP, ALPHA0, T = 1.0, 0.5, 1.0 + 0.5j, 1.0
 DAMPED = compile_qpde(W * adag(0) @ a(0), [np.sqrt(G_DAMP) * a(0)])
 
 
-def _damped_errors(solve, points, half_width=6.0):
+def _damped_errors(scheme, points, half_width=6.0):
     exact = coherent_q(ALPHA0 * np.exp(-(1j * W + G_DAMP / 2) * T))
     errs, integrals = [], []
     for G in points:
         grid = Grid(2, G, half_width)
-        sol = solve(
+        sol = solve_grid(
             DAMPED,
             coherent_q(ALPHA0),
-            grid,
             jnp.array([0.0, 0.5, T]),
+            grid=grid,
+            scheme=scheme,
             rtol=1e-10,
             atol=1e-12,
         )
@@ -44,7 +45,7 @@ def _damped_errors(solve, points, half_width=6.0):
 
 def test_fd_converges_at_second_order_and_conserves_integral():
     points = [32, 48, 64]
-    errs, integrals = _damped_errors(solve_fd, points)
+    errs, integrals = _damped_errors("fd", points)
     h = 12.0 / np.asarray(points)
     slope = np.polyfit(np.log(h), np.log(errs), 1)[0]
     assert 1.85 < slope < 2.15, (slope, errs)
@@ -56,7 +57,7 @@ def test_fd_converges_at_second_order_and_conserves_integral():
 
 def test_spectral_converges_exponentially_and_conserves_integral():
     points = [16, 24, 32]
-    errs, integrals = _damped_errors(solve_spectral, points)
+    errs, integrals = _damped_errors("spectral", points)
     # Aliasing error of a variance-1/2 Gaussian ~ exp(-k_N^2 / 4), k_N = pi / h.
     kn2 = (np.pi * np.asarray(points) / 12.0) ** 2
     slope = np.polyfit(kn2, np.log(errs), 1)[0]
@@ -78,7 +79,14 @@ def test_four_dimensional_hopping_against_exact_coherent_product():
     qmax = 1 / np.pi**2
     # spectral, h = 10/24: aliasing exp(-k_N^2/4) ~ 7e-7 relative (x a small constant)
     grid = Grid(4, 24, 5.0)
-    sp = solve_spectral(pde, coherent_q(alpha0), grid, jnp.array([0.0, T]), rtol=1e-9)
+    sp = solve_grid(
+        pde,
+        coherent_q(alpha0),
+        jnp.array([0.0, T]),
+        grid=grid,
+        scheme="spectral",
+        rtol=1e-9,
+    )
     err = float(jnp.max(jnp.abs(sp.Q[-1] - grid.evaluate(exact))))
     assert err < 1e-5 * qmax
     np.testing.assert_allclose(sp.integral, 1.0, atol=err * 10.0**4)
@@ -87,7 +95,7 @@ def test_four_dimensional_hopping_against_exact_coherent_product():
     # the integral is conserved exactly for linear coefficients, up to the flux
     # through the box edge at 4.5 (the grid excludes +L), where Q ~ 1e-7
     grid = Grid(4, 20, 5.0)
-    fd = solve_fd(pde, coherent_q(alpha0), grid, jnp.array([0.0, T]), rtol=1e-9)
+    fd = solve_grid(pde, coherent_q(alpha0), jnp.array([0.0, T]), grid=grid, rtol=1e-9)
     assert float(jnp.max(jnp.abs(fd.Q[-1] - grid.evaluate(exact)))) < 0.3 * qmax
     np.testing.assert_allclose(fd.integral, 1.0, atol=2e-5)
 
@@ -120,7 +128,14 @@ def test_spectral_matches_fock_space_kerr_solve():
     pde = _kerr_pde(U, g)
     grid = Grid(2, 24, 4.5)
     ref = grid.evaluate(_kerr_reference(U, g, a0))
-    sol = solve_spectral(pde, coherent_q(a0), grid, jnp.array([0.0, T]), rtol=1e-8)
+    sol = solve_grid(
+        pde,
+        coherent_q(a0),
+        jnp.array([0.0, T]),
+        grid=grid,
+        scheme="spectral",
+        rtol=1e-8,
+    )
     assert float(jnp.max(jnp.abs(sol.Q[-1] - ref))) < 1e-3
     # the Kerr term matters at this tolerance: pure damping differs by > 1e-2
     damped = grid.evaluate(coherent_q(a0 * np.exp(-g * T / 2)))
@@ -138,16 +153,17 @@ KERR_U, KERR_G, KERR_A0, KERR_L = 0.04, 1.0, 2.0, 6.0
 KERR_POINTS = {"fd": 240, "spectral": 96}
 
 
-@pytest.mark.parametrize("solve", [solve_fd, solve_spectral], ids=["fd", "spectral"])
-def test_stabilized_solvers_match_fock_space_kerr_solve(solve):
+@pytest.mark.parametrize("scheme", ["fd", "spectral"])
+def test_stabilized_solvers_match_fock_space_kerr_solve(scheme):
     U, g, a0, L = KERR_U, KERR_G, KERR_A0, KERR_L
-    grid = Grid(2, KERR_POINTS[solve.__name__[6:]], L)
+    grid = Grid(2, KERR_POINTS[scheme], L)
     ref = grid.evaluate(_kerr_reference(U, g, a0))
-    sol = solve(
+    sol = solve_grid(
         _kerr_pde(U, g),
         coherent_q(a0),
-        grid,
         jnp.array([0.0, 0.5, T]),
+        grid=grid,
+        scheme=scheme,
         rtol=1e-8,
         stabilize=True,
     )
@@ -163,16 +179,17 @@ def test_stabilized_solvers_match_fock_space_kerr_solve(solve):
     assert float(jnp.max(jnp.abs(sol.q_mass_stabilized))) < 1e-4
 
 
-@pytest.mark.parametrize("solve", [solve_fd, solve_spectral], ids=["fd", "spectral"])
-def test_grid_solvers_refuse_to_return_a_blown_up_kerr_solution(solve):
+@pytest.mark.parametrize("scheme", ["fd", "spectral"])
+def test_grid_solvers_refuse_to_return_a_blown_up_kerr_solution(scheme):
     # the fine grids above, without `stabilize`
-    grid = Grid(2, KERR_POINTS[solve.__name__[6:]], KERR_L)
-    with pytest.raises(Exception, match=r"blew up.*`stabilize=True`"):
-        solve(
+    grid = Grid(2, KERR_POINTS[scheme], KERR_L)
+    with pytest.raises(RuntimeError, match=r"blew up.*`stabilize=True`"):
+        solve_grid(
             _kerr_pde(KERR_U, KERR_G),
             coherent_q(KERR_A0),
-            grid,
             jnp.array([0.0, T]),
+            grid=grid,
+            scheme=scheme,
             rtol=1e-8,
             max_steps=4000,
         )
@@ -181,9 +198,10 @@ def test_grid_solvers_refuse_to_return_a_blown_up_kerr_solution(solve):
 def test_stabilize_leaves_a_fokker_planck_pde_unchanged():
     grid = Grid(2, 32, 6.0)
     tsave = jnp.array([0.0, 0.5, T])
-    for solve in (solve_fd, solve_spectral):
-        plain = solve(DAMPED, coherent_q(ALPHA0), grid, tsave)
-        stab = solve(DAMPED, coherent_q(ALPHA0), grid, tsave, stabilize=True)
+    for scheme in ("fd", "spectral"):
+        kw = dict(grid=grid, scheme=scheme)
+        plain = solve_grid(DAMPED, coherent_q(ALPHA0), tsave, **kw)
+        stab = solve_grid(DAMPED, coherent_q(ALPHA0), tsave, stabilize=True, **kw)
         assert plain.max_added_diffusion is None and plain.q_mass_stabilized is None
         assert float(stab.max_added_diffusion) == 0.0
         np.testing.assert_array_equal(stab.q_mass_stabilized, 0.0)
@@ -198,9 +216,16 @@ def test_stabilize_refuses_pdes_above_second_order():
     pde = compile_qpde(W * adag(0) @ a(0), [np.sqrt(0.5) * a(0) @ a(0)])
     assert pde.max_order == 4
     grid = Grid(2, 16, 5.0)
-    for solve in (solve_fd, solve_spectral):
+    for scheme in ("fd", "spectral"):
         with pytest.raises(ValueError, match=r"`stabilize=True`.*order 4"):
-            solve(pde, coherent_q(1.0), grid, jnp.array([0.0, T]), stabilize=True)
+            solve_grid(
+                pde,
+                coherent_q(1.0),
+                jnp.array([0.0, T]),
+                grid=grid,
+                scheme=scheme,
+                stabilize=True,
+            )
     with pytest.raises(ValueError, match="`stabilize=True`"):
         added_diffusion(pde, grid)
 
@@ -209,14 +234,24 @@ def test_grid_too_large_is_refused_before_allocation():
     pde = compile_qpde(sum(adag(j) @ a(j) for j in range(3)), [a(j) for j in range(3)])
     grid = Grid(6, 64, 5.0)
     with pytest.raises(MemoryError, match=r"64x64x64x64x64x64.*`max_memory`"):
-        solve_fd(pde, coherent_q([0.0, 0.0, 0.0]), grid, jnp.array([0.0, 1.0]))
+        solve_grid(pde, coherent_q([0.0, 0.0, 0.0]), jnp.array([0.0, 1.0]), grid=grid)
     with pytest.raises(MemoryError, match="`max_memory`"):
-        solve_spectral(
+        solve_grid(
             pde,
             coherent_q([0.0] * 3),
-            Grid(6, 8, 5.0),
             jnp.array([0.0, 1.0]),
+            grid=Grid(6, 8, 5.0),
+            scheme="spectral",
             max_memory=1e6,
         )
     with pytest.raises(ValueError, match="`grid` has dimension 2"):
-        solve_fd(pde, coherent_q(0.0), Grid(2, 8, 5.0), jnp.array([0.0, 1.0]))
+        solve_grid(pde, coherent_q(0.0), jnp.array([0.0, 1.0]), grid=Grid(2, 8, 5.0))
+
+
+def test_deprecated_per_scheme_names_warn_and_agree():
+    grid, tsave = Grid(2, 24, 6.0), jnp.array([0.0, 0.5])
+    new = solve_grid(DAMPED, coherent_q(ALPHA0), tsave, grid=grid, scheme="fd")
+    with pytest.warns(DeprecationWarning, match="solve_grid"):
+        old = solve_fd(DAMPED, coherent_q(ALPHA0), grid, tsave)
+    np.testing.assert_array_equal(old.Q, new.states)
+    assert old.scheme == "fd" and old.method == "tsit5"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import qflow_jax as qf
+from qflow_jax.core.methods import method_from
 from qflow_jax.network import (
     NetworkVectorField,
     QubitNetwork,
@@ -20,7 +21,6 @@ from qflow_jax.network import (
     network_mesolve,
     product_state,
 )
-from qflow_jax.core.methods import method_from
 from qflow_jax.network.solve import _solver_and_fields
 from tests.network.test_engine import liouvillian, random_network, random_state, vec
 
@@ -159,9 +159,7 @@ def test_native_vmap():
 
 def test_kernel_choice_per_method():
     net = random_network(3, seed=45)
-    _, (vf,) = _solver_and_fields(
-        NetworkVectorField, net, method_from("tsit5"), "auto"
-    )
+    _, (vf,) = _solver_and_fields(NetworkVectorField, net, method_from("tsit5"), "auto")
     assert vf.kernel == "native"
     _, vfs = _solver_and_fields(
         NetworkVectorField, net, method_from("kencarp4"), "auto"
