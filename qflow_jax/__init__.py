@@ -1,23 +1,82 @@
 """qflow_jax: a JAX-accelerated, differentiable simulator of open quantum dynamics.
 
-Importing the package enables 64-bit floats in JAX (`jax_enable_x64`), so that
-complex128 inputs stay complex128; complex64 inputs still run in single precision.
+Every solver follows one convention: the generator, the initial state and the save
+times first (`mesolve(H, jump_ops, rho0, tsave)`, `network_mesolve(network, rho0,
+tsave)`, `solve_grid(pde, Q0, tsave, grid=...)`, `evolve_tdvp(pde, flow, params,
+tsave, key=...)`); then `method=` (a method object such as `qf.Tsit5(rtol=1e-8)`, or
+its name); then the shared options (`rtol`, `atol`, `max_steps`, `exp_ops`,
+`save_states`); then engine-specific ones. Every result is a `SolveResult`
+(equinox Module) with `tsave`, `states`, `expects`, `final_state`, `stats`, `method`.
+
+Precision: importing the package enables 64-bit floats in JAX
+(`jax_enable_x64`), as quantum dynamics to QuTiP's accuracy needs; complex64 inputs
+still run in single precision. To leave JAX's default (32-bit) untouched, set the
+environment variable `QFLOW_JAX_X64=0` before the import; `qf.set_precision("single")`
+or `qf.set_precision("double")` switches at any time.
+
+The heavy families (flows, evolution, PINN) are imported on first use.
 """
+
+import importlib
+import os
+import warnings
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
+def set_precision(precision: str) -> None:
+    """Sets JAX's float width for the whole process: "double" (jax_enable_x64,
+    the package's default at import) or "single" (JAX's own default).
+
+    Example:
+        >>> import qflow_jax as qf
+        >>> qf.set_precision("double")
+    """
+    if precision not in ("single", "double"):
+        raise ValueError(f"`precision` must be 'single' or 'double', got {precision!r}")
+    jax.config.update("jax_enable_x64", precision == "double")
+
+
+if os.environ.get("QFLOW_JAX_X64", "1").strip().lower() not in ("0", "false", "no"):
+    set_precision("double")
+
+from qflow_jax.core.methods import (  # noqa: E402
+    RK4,
+    Auto,
+    Dopri5,
+    Dopri8,
+    Euler,
+    Heun,
+    KenCarp4,
+    KenCarp5,
+    Kvaerno3,
+    Kvaerno5,
+    Lawson,
+    Solver,
+    Tsit5,
+    method_from,
+)
+from qflow_jax.core.result import SolveResult  # noqa: E402
+from qflow_jax.core.timeops import constant, modulated, timecallable  # noqa: E402
+from qflow_jax.husimi import (  # noqa: E402
+    QPDE,
+    Grid,
+    GridSolution,
+    compile_qpde,
+    husimi_q,
+    solve_grid,
+)
 from qflow_jax.lindblad import MESolveResult, mesolve  # noqa: E402
 from qflow_jax.network import (  # noqa: E402
     NetworkResult,
     QubitNetwork,
+    ReducedResult,
     blended_lindbladian,
+    blended_network_mesolve,
     blended_trajectory,
     k_sweep,
     laplacian_spectrum,
     network_mesolve,
-    run_blended,
     solve_reduced,
 )
 from qflow_jax.operators import (  # noqa: E402
@@ -46,17 +105,90 @@ from qflow_jax.operators import (  # noqa: E402
 
 __version__ = "0.1.0"
 
+# loaded on first use: name -> module
+_LAZY = {
+    "NormalizingFlow": "qflow_jax.flows",
+    "EulerKLSettings": "qflow_jax.evolution",
+    "EvolutionResult": "qflow_jax.evolution",
+    "TDVPSettings": "qflow_jax.evolution",
+    "evolve_euler_kl": "qflow_jax.evolution",
+    "evolve_tdvp": "qflow_jax.evolution",
+    "PINNSettings": "qflow_jax.pinn",
+    "PINNSolution": "qflow_jax.pinn",
+    "train_pinn": "qflow_jax.pinn",
+}
+_DEPRECATED = {"run_blended": "qflow_jax.network.run"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _DEPRECATED:
+        warnings.warn(
+            f"qflow_jax.{name} is deprecated (a command-line runner); import it from "
+            f"{_DEPRECATED[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_DEPRECATED[name]), name)
+    raise AttributeError(f"module 'qflow_jax' has no attribute {name!r}")
+
+
 __all__ = [
+    # solvers
+    "mesolve",
+    "network_mesolve",
+    "solve_reduced",
+    "blended_network_mesolve",
+    "solve_grid",
+    "evolve_tdvp",
+    "evolve_euler_kl",
+    "train_pinn",
+    # results
+    "SolveResult",
     "MESolveResult",
     "NetworkResult",
+    "ReducedResult",
+    "GridSolution",
+    "EvolutionResult",
+    "PINNSolution",
+    # methods
+    "Auto",
+    "Dopri5",
+    "Dopri8",
+    "Euler",
+    "Heun",
+    "KenCarp4",
+    "KenCarp5",
+    "Kvaerno3",
+    "Kvaerno5",
+    "Lawson",
+    "RK4",
+    "Solver",
+    "Tsit5",
+    "method_from",
+    # time-dependent operators
+    "constant",
+    "modulated",
+    "timecallable",
+    # models and settings
+    "QPDE",
+    "Grid",
     "QubitNetwork",
+    "NormalizingFlow",
+    "TDVPSettings",
+    "EulerKLSettings",
+    "PINNSettings",
+    "compile_qpde",
+    "husimi_q",
+    # qubit networks
     "blended_lindbladian",
     "blended_trajectory",
     "k_sweep",
     "laplacian_spectrum",
-    "network_mesolve",
-    "run_blended",
-    "solve_reduced",
+    # operators and states
     "basis",
     "coherent",
     "coherent_dm",
@@ -68,7 +200,6 @@ __all__ = [
     "fock",
     "fock_dm",
     "ket2dm",
-    "mesolve",
     "number",
     "ptrace",
     "sigmam",
@@ -79,4 +210,5 @@ __all__ = [
     "tensor",
     "thermal_dm",
     "trace_distance",
+    "set_precision",
 ]

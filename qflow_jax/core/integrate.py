@@ -19,13 +19,15 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qflow_jax.core.methods import AbstractMethod
 
-__all__ = ["Integration", "integrate", "rhs_per_step"]
+__all__ = ["Integration", "integrate", "raise_if_failed", "rhs_per_step"]
 
 # failure codes of `Integration.status`
 OK, STEP_LIMIT, NON_FINITE, STEP_FAILED = 0, 1, 2, 3
+DEFAULT_REMEDY = "use an implicit method (e.g. method='kvaerno5') for stiff problems"
 
 
 class Integration(eqx.Module):
@@ -61,6 +63,17 @@ def rhs_per_step(solver: dfx.AbstractSolver) -> int | None:
     return len(tableau.b_sol) - int(tableau.fsal)
 
 
+def raise_if_failed(
+    status: Any, engine: str, max_steps: int, remedy: str = DEFAULT_REMEDY
+) -> None:
+    """Raises RuntimeError with the cause of the first failed solve in the concrete
+    `status` (any shape: batched solves); nothing when all succeeded."""
+    codes = np.asarray(status).ravel()
+    bad = codes[codes != OK]
+    if bad.size:
+        raise RuntimeError(_messages(engine, max_steps, remedy)[int(bad[0])])
+
+
 def _messages(engine: str, max_steps: int, remedy: str) -> list[str]:
     return [
         "",
@@ -68,8 +81,9 @@ def _messages(engine: str, max_steps: int, remedy: str) -> list[str]:
         f"the last save time. Raise `max_steps`, loosen rtol/atol, or {remedy}.",
         f"{engine}: the state became non-finite (nan or inf) during the solve: the "
         "problem or its inputs produce nan/inf, or the step size is unstable.",
-        f"{engine}: a step failed (an implicit solve did not converge or the step "
-        f"size underflowed); {remedy}.",
+        f"{engine}: a step failed: the step size fell below 1e-12 of the time span "
+        "(the vector field is non-finite or singular there) or an implicit solve did "
+        f"not converge; check the inputs, or {remedy}.",
     ]
 
 
@@ -85,7 +99,7 @@ def integrate(
     adjoint: dfx.AbstractAdjoint | None = None,
     progress: bool = False,
     throw: bool = True,
-    remedy: str = "use an implicit method (e.g. method='kvaerno5') for stiff problems",
+    remedy: str = DEFAULT_REMEDY,
 ) -> Integration:
     """Integrates from tsave[0] to tsave[-1] and saves at every time of tsave.
 
@@ -99,9 +113,10 @@ def integrate(
         save: f(t, y) -> pytree saved at tsave (default: y).
         adjoint: diffrax adjoint (default `RecursiveCheckpointAdjoint()`).
         progress: a tqdm progress bar.
-        throw: raise on failure (default). With False the caller reads `status`
-            (e.g. to roll back and retry) and must not use the values when it is
-            non-zero.
+        throw: raise on failure through `equinox.error_if` (default; works inside
+            jit). With False the caller reads `status`: eager public functions
+            pass it to `raise_if_failed` (a plain RuntimeError), TDVP rolls back
+            and retries; the values must not be used when it is non-zero.
         remedy: what to try, for the failure messages.
     """
     if not isinstance(terms, dfx.AbstractTerm):
@@ -120,7 +135,7 @@ def integrate(
             method.dt0,
             y0,
             saveat=saveat,
-            stepsize_controller=method.controller(),
+            stepsize_controller=method.controller(tsave[-1] - tsave[0]),
             max_steps=method.max_steps,
             adjoint=dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
             progress_meter=dfx.TqdmProgressMeter()

@@ -31,6 +31,7 @@ import numpy as np
 from qflow_jax.core.checks import check_tolerances
 
 __all__ = [
+    "ADAPTIVE_NAMES",
     "AbstractAdaptiveMethod",
     "AbstractFixedMethod",
     "AbstractMethod",
@@ -92,7 +93,7 @@ class AbstractMethod(eqx.Module):
         """diffrax's solver of this method (engines may substitute their own)."""
         raise NotImplementedError(f"{self.name} has no generic diffrax solver")
 
-    def controller(self) -> dfx.AbstractStepSizeController:
+    def controller(self, span: Any = None) -> dfx.AbstractStepSizeController:
         raise NotImplementedError
 
     @property
@@ -107,8 +108,13 @@ class AbstractAdaptiveMethod(AbstractMethod):
     rtol: eqx.AbstractVar[float]
     atol: eqx.AbstractVar[float]
 
-    def controller(self) -> dfx.AbstractStepSizeController:
-        return dfx.PIDController(rtol=self.rtol, atol=self.atol)
+    def controller(self, span: Any = None) -> dfx.AbstractStepSizeController:
+        """PID controller; with the time `span`, a step below 1e-12 span stops the
+        solve (a singular or non-finite vector field) instead of creeping on."""
+        dtmin = None if span is None else 1e-12 * span
+        return dfx.PIDController(
+            rtol=self.rtol, atol=self.atol, dtmin=dtmin, force_dtmin=False
+        )
 
 
 class AbstractFixedMethod(AbstractMethod):
@@ -116,7 +122,7 @@ class AbstractFixedMethod(AbstractMethod):
 
     dt: eqx.AbstractVar[float]
 
-    def controller(self) -> dfx.AbstractStepSizeController:
+    def controller(self, span: Any = None) -> dfx.AbstractStepSizeController:
         return dfx.ConstantStepSize()
 
     @property
@@ -288,10 +294,10 @@ class Solver(AbstractAdaptiveMethod):
     def solver(self) -> dfx.AbstractSolver:
         return self.diffrax_solver
 
-    def controller(self) -> dfx.AbstractStepSizeController:
+    def controller(self, span: Any = None) -> dfx.AbstractStepSizeController:
         if self.dt is not None:
             return dfx.ConstantStepSize()
-        return super().controller()
+        return super().controller(span)
 
     @property
     def dt0(self) -> float | None:
@@ -329,8 +335,13 @@ def method_from(
     `allowed` lists the names an engine runs (None: all); anything else raises a
     ValueError that names them.
     """
-    names = tuple(_BY_NAME) if allowed is None else allowed
+    names = METHOD_NAMES if allowed is None else allowed
     if isinstance(method, str):
+        if method in _FIXED and method in names:
+            raise ValueError(
+                f"`method` {method!r} has a fixed step: pass "
+                f"qf.{_FIXED[method]}(dt=...)"
+            )
         if method not in _BY_NAME or method not in names:
             raise ValueError(
                 f"`method` must be one of {', '.join(names)}, a qflow_jax method "
@@ -369,4 +380,6 @@ def method_from(
     return obj
 
 
-METHOD_NAMES = tuple(_BY_NAME)
+_FIXED = {"euler": "Euler", "heun": "Heun", "rk4": "RK4"}
+ADAPTIVE_NAMES = tuple(_BY_NAME)
+METHOD_NAMES = (*ADAPTIVE_NAMES, *_FIXED)

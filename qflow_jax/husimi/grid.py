@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax.core.checks import check_finite, check_tsave
-from qflow_jax.core.integrate import integrate
+from qflow_jax.core.checks import check_finite, check_tsave, is_concrete
+from qflow_jax.core.integrate import integrate, raise_if_failed
 from qflow_jax.core.methods import (
     DEFAULT_ATOL,
     DEFAULT_MAX_STEPS,
@@ -153,19 +153,23 @@ class Grid(eqx.Module):
     def evaluate(self, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
         """fn on every grid point, shape `grid.shape`; fn maps (..., dim) -> (...).
 
-        Evaluated one slice of the first axis at a time to bound memory."""
-        first, rest = self.axes()[0], self.axes()[1:]
-        mesh = jnp.stack(jnp.meshgrid(*rest, indexing="ij"), axis=-1) if rest else None
+        Evaluated one slice of the first axis at a time to bound memory; compiled
+        once per `fn` object and grid shape."""
+        axes = self.axes()
+        return _evaluate_on(axes[0], axes[1:], fn)
 
-        def slab(x0):
-            if mesh is None:
-                return fn(x0[None])
-            pts = jnp.concatenate(
-                [jnp.broadcast_to(x0, mesh.shape[:-1] + (1,)), mesh], -1
-            )
-            return fn(pts)
 
-        return jax.lax.map(slab, first)
+@eqx.filter_jit
+def _evaluate_on(first: jax.Array, rest: list[jax.Array], fn: Callable) -> jax.Array:
+    mesh = jnp.stack(jnp.meshgrid(*rest, indexing="ij"), axis=-1) if rest else None
+
+    def slab(x0):
+        if mesh is None:
+            return fn(x0[None])
+        pts = jnp.concatenate([jnp.broadcast_to(x0, mesh.shape[:-1] + (1,)), mesh], -1)
+        return fn(pts)
+
+    return jax.lax.map(slab, first)
 
 
 def estimate_grid_memory(
@@ -455,11 +459,27 @@ def solve_grid(
     # stabilisation; the solution still reports max_added_diffusion = 0.
     modified = nu is not None and bool(jnp.any(nu > 0))
     vf = GridVectorField(pde, grid, scheme, nu if modified else None)
-    return _run(vf, y0, tsave, method, need, nu)
+    # under a trace failures raise inside the program; eagerly they are checked
+    # here, for a plain RuntimeError
+    throw = not is_concrete((y0, tsave))
+    sol, status, blew_up, remedy = _run(vf, y0, tsave, method, need, nu, throw)
+    if not throw:
+        raise_if_failed(status, f"solve_grid ({scheme})", method.max_steps, remedy)
+        if bool(blew_up):
+            raise RuntimeError(_blow_up_message(remedy))
+    return sol
+
+
+def _blow_up_message(remedy: str) -> str:
+    return (
+        "the grid solution blew up (|Q| > 10 max(|Q0|, pi^-N)): a PDE that is not "
+        "Fokker-Planck (QPDE.is_fokker_planck() is False: indefinite diffusion or "
+        f"order > 2) is ill-posed on fine grids; {remedy}"
+    )
 
 
 @eqx.filter_jit
-def _run(vf, y0, tsave, method, need, nu) -> GridSolution:
+def _run(vf, y0, tsave, method, need, nu, throw):
     vol = vf.grid.cell_volume
 
     def save(t, y):
@@ -485,16 +505,13 @@ def _run(vf, y0, tsave, method, need, nu) -> GridSolution:
         engine=f"solve_grid ({vf.method})",
         save=save,
         remedy=remedy,
+        throw=throw,
     )
     Q, integral = out.saved[:2]
     bound = 10 * jnp.maximum(jnp.max(jnp.abs(y0)), jnp.pi ** (-vf.grid.dim / 2))
-    Q = eqx.error_if(
-        Q,
-        jnp.max(jnp.abs(Q)) > bound,
-        "the grid solution blew up (|Q| > 10 max(|Q0|, pi^-N)): a PDE that is not "
-        "Fokker-Planck (QPDE.is_fokker_planck() is False: indefinite diffusion or "
-        f"order > 2) is ill-posed on fine grids; {remedy}",
-    )
+    blew_up = jnp.max(jnp.abs(Q)) > bound
+    if throw:
+        Q = eqx.error_if(Q, blew_up, _blow_up_message(remedy))
     stab = {}
     if nu is not None:
         stab = dict(
@@ -502,18 +519,23 @@ def _run(vf, y0, tsave, method, need, nu) -> GridSolution:
             q_mass_stabilized=out.saved[2],
             q_max_stabilized=out.saved[3],
         )
-    return GridSolution(
-        tsave=tsave,
-        states=Q,
-        expects=None,
-        final_state=Q[-1],
-        stats=out.stats,
-        method=method.name,
-        integral=integral,
-        grid=vf.grid,
-        scheme=vf.method,
-        memory_bytes=need,
-        **stab,
+    return (
+        GridSolution(
+            tsave=tsave,
+            states=Q,
+            expects=None,
+            final_state=Q[-1],
+            stats=out.stats,
+            method=method.name,
+            integral=integral,
+            grid=vf.grid,
+            scheme=vf.method,
+            memory_bytes=need,
+            **stab,
+        ),
+        out.status,
+        blew_up,
+        remedy,
     )
 
 

@@ -19,9 +19,10 @@ from qflow_jax.core.checks import (
     check_square,
     check_tsave,
     dag,
+    is_concrete,
     to_array,
 )
-from qflow_jax.core.integrate import integrate
+from qflow_jax.core.integrate import integrate, raise_if_failed
 from qflow_jax.core.methods import (
     METHOD_NAMES,
     AbstractMethod,
@@ -144,7 +145,9 @@ def _is_pair(x: Any) -> bool:
     return (
         isinstance(x, list | tuple)
         and len(x) == 2
+        and not isinstance(x[0], AbstractTimeOperator)
         and callable(x[1])
+        and not isinstance(x[1], AbstractTimeOperator)
         and not hasattr(x[1], "shape")
     )
 
@@ -196,6 +199,7 @@ class _Settings(eqx.Module):
     adjoint: dfx.AbstractAdjoint | None
     progress: bool
     sequential_batch: bool
+    throw: bool
     h_coeffs: tuple[Any, ...]
     l_coeffs: tuple[Any, ...]
     heff_fns: tuple[Any, ...]
@@ -234,10 +238,11 @@ def _solve_batched(settings, h_group, l_group, rho0, tsave, exp_ops):
             save=save,
             adjoint=settings.adjoint,
             progress=settings.progress,
+            throw=settings.throw,
         )
         states, expects = out.saved
         expects = None if expects is None else expects.T
-        return states, expects, to_complex(out.final), out.stats
+        return states, expects, to_complex(out.final), out.stats, out.status
 
     return _vmap_groups(one, (h_group, l_group, rho0), settings.sequential_batch)
 
@@ -482,14 +487,19 @@ def mesolve(
         adjoint=adjoint,
         progress=bool(progress),
         sequential_batch=sequential,
+        # under a trace failures raise inside the program; eagerly they are checked
+        # here, for a plain RuntimeError
+        throw=not is_concrete((h_group, l_group, rho0, tsave, exp_arr)),
         h_coeffs=tuple(c for c, _ in h_list),
         l_coeffs=tuple(l_coeffs),
         heff_fns=tuple(heff_fns),
         jump_fns=tuple(l_fns),
     )
-    states, expects, final, stats = _solve_batched(
+    states, expects, final, stats, status = _solve_batched(
         settings, h_group, l_group, _flat(rho0, r_batch), tsave, exp_arr
     )
+    if not settings.throw:
+        raise_if_failed(status, "mesolve", method.max_steps)
     batch = (*h_batch, *l_batch, *r_batch)
 
     def unflat(x):

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from qflow_jax.config import ConfigError, Field, at_least_two, positive, validate
+from qflow_jax.core.methods import ADAPTIVE_NAMES
 from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
 from qflow_jax.runs import RunFolder, versions
@@ -37,7 +38,11 @@ _COMMON_SCHEMA: dict[str, Any] = {
         "n_save": Field(int, 101, check=at_least_two),
     },
     "solver": {
-        "method": Field(str, "auto", choices=MESOLVE_METHODS),
+        "method": Field(
+            str,
+            "auto",
+            choices=tuple(m for m in MESOLVE_METHODS if m in ADAPTIVE_NAMES),
+        ),
         "rtol": Field(float, 1e-6, check=positive),
         "atol": Field(float, 1e-8, check=positive),
         "max_steps": Field(int, 1_000_000, check=positive),

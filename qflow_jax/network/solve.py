@@ -13,8 +13,8 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-from qflow_jax.core.checks import check_density, check_tsave, to_array
-from qflow_jax.core.integrate import Integration, integrate
+from qflow_jax.core.checks import check_density, check_tsave, is_concrete, to_array
+from qflow_jax.core.integrate import Integration, integrate, raise_if_failed
 from qflow_jax.core.methods import (
     AbstractMethod,
     KenCarp4,
@@ -273,7 +273,12 @@ def _run_network(vfs, n, rho0, tsave, exp_ops, solver, method, save_states):
             raise ValueError(
                 f"`exp_ops` must be ({N}, {N}) operators, got {tuple(ex.shape[1:])}"
             )
-    out = _solve_network(vfs, n, solver, method, y0, tsave, ex, save_states, True)
+    # under a trace failures raise inside the program; eagerly they are checked
+    # here, for a plain RuntimeError
+    throw = not is_concrete((vfs, y0, tsave, ex))
+    out = _solve_network(vfs, n, solver, method, y0, tsave, ex, save_states, throw)
+    if not throw:
+        raise_if_failed(out.status, "network_mesolve", method.max_steps, _REMEDY)
     states, reduced, expects = out.saved
     return NetworkResult(
         tsave=tsave,
@@ -391,7 +396,10 @@ def solve_reduced(
     tsave = check_tsave(tsave, jnp.float64)
     y0 = _reduced_state(rho0, network.n)
     solver, vfs = _solver_and_fields(ReducedVectorField, network, method)
-    out = _solve_reduced(vfs, solver, method, y0, tsave, True)
+    throw = not is_concrete((vfs, y0, tsave))
+    out = _solve_reduced(vfs, solver, method, y0, tsave, throw)
+    if not throw:
+        raise_if_failed(out.status, "solve_reduced", method.max_steps, _REMEDY)
     return ReducedResult(
         tsave=tsave,
         states=out.saved,
@@ -458,15 +466,18 @@ def sweep_reduced_states(
         y0 = _reduced_state(rho0, net0.n)
 
         def one(vfs):
-            return _solve_reduced(vfs, solver, method, y0, tsave, True).saved
+            out = _solve_reduced(vfs, solver, method, y0, tsave, False)
+            return out.saved, out.status
 
     else:
         y0 = _network_state(rho0, net0.n)
 
         def one(vfs):
             out = _solve_network(
-                vfs, net0.n, solver, method, y0, tsave, None, False, True
+                vfs, net0.n, solver, method, y0, tsave, None, False, False
             )
-            return out.saved[1]
+            return out.saved[1], out.status
 
-    return map_batch(one, stacked, sequential=True)
+    states, status = map_batch(one, stacked, sequential=True)
+    raise_if_failed(status, "sweep_reduced_states", method.max_steps, _REMEDY)
+    return states

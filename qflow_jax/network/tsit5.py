@@ -70,11 +70,16 @@ class UnrolledTsit5(dfx.AbstractAdaptiveSolver):
     field reads the state at many permuted positions (`NetworkVectorField`).
 
     Example:
-        >>> res = network_mesolve(net, rho0, tsave, method=UnrolledTsit5())
+        >>> import qflow_jax as qf
+        >>> net = qf.QubitNetwork(2, "path", k=1.0)
+        >>> res = qf.network_mesolve(net, [qf.fock_dm(2, 0)] * 2, [0.0, 1.0],
+        ...                          method=UnrolledTsit5())
     """
 
     term_structure: ClassVar = dfx.AbstractTerm
     interpolation_cls: ClassVar = _Dense
+    # right-hand sides per attempted step (the seventh stage is the next first)
+    rhs_per_step: ClassVar[int] = 6
 
     def order(self, terms) -> int:
         return 5

@@ -55,7 +55,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import equinox as eqx
@@ -65,6 +65,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from qflow_jax.core.result import SolveResult
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES, LogQNet
 
@@ -465,27 +466,36 @@ def _chunk(prob: _Problem, optimizer, params, opt_state, keys):
 _HISTORY_KEYS = ("loss", "residual", "initial", "norm", "causal_min_weight")
 
 
-@dataclass
-class PINNSolution:
-    """A trained PINN: log Q(x, t) on [0, t_end] and its training history.
+class PINNSolution(SolveResult):
+    """A trained PINN (`SolveResult`): log Q(x, t) on [0, t_end] and its training
+    history.
 
     Attributes:
-        net: the `LogQNet`.
-        params: trained parameters.
-        pde: the PDE it was trained on.
-        settings: the `PINNSettings` used.
-        history: per optimizer step "loss" (weighted total), "residual",
-            "initial", "norm" (unweighted terms), "causal_min_weight",
+        tsave: (2,) the training window [0, t_end].
+        states, expects: None (Q is a function of (x, t): `q`, `log_q`).
+        final_state: the trained parameters (also `params`).
+        stats: the training history: per optimizer step "loss" (weighted total),
+            "residual", "initial", "norm" (unweighted terms), "causal_min_weight",
             "learning_rate"; "wall_time" (s since the start, per step, compilation
             included); scalars "train_wall_s" and "q0_norm" (the integral of Q0 on
-            the quadrature domain).
+            the quadrature domain). Also `history`.
+        method: "pinn".
+        net: the `LogQNet`.
+        pde: the PDE it was trained on.
+        settings: the `PINNSettings` used.
     """
 
-    net: LogQNet
-    params: Any
+    net: LogQNet = eqx.field(static=True)
     pde: QPDE
-    settings: PINNSettings
-    history: dict[str, Any] = field(default_factory=dict)
+    settings: PINNSettings = eqx.field(static=True)
+
+    @property
+    def params(self) -> Any:
+        return self.final_state
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return self.stats
 
     @property
     def dim(self) -> int:
@@ -701,4 +711,14 @@ def train_pinn(
     history["wall_time"] = np.concatenate(walls)
     history["train_wall_s"] = float(history["wall_time"][-1])
     history["q0_norm"] = float(m0["norm"])
-    return PINNSolution(net=net, params=params, pde=pde, settings=st, history=history)
+    return PINNSolution(
+        tsave=jnp.asarray([0.0, st.t_end]),
+        states=None,
+        expects=None,
+        final_state=params,
+        stats=history,
+        method="pinn",
+        net=net,
+        pde=pde,
+        settings=st,
+    )
