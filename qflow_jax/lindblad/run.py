@@ -28,7 +28,7 @@ DEFAULT_LINDBLAD_CONFIG: dict[str, Any] = {
         "alpha0": [2.0, 0.0],
     },
     "times": {"t_end": 10.0, "n_save": 101},
-    "solver": {"method": "auto", "rtol": 1e-8, "atol": 1e-10},
+    "solver": {"method": "auto", "rtol": 1e-9, "atol": 1e-11},
 }
 
 _COMMON_SCHEMA: dict[str, Any] = {

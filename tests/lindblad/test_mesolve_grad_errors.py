@@ -72,7 +72,8 @@ def _good():
         (dict(tsave=jnp.array([0.0, jnp.nan])), r"`tsave` contains non-finite"),
         (dict(tsave=jnp.array([1.0])), r"`tsave` must be a 1-D array of at least 2"),
         (dict(exp_ops=[qf.eye(3)]), r"`exp_ops` must be \(n, n\) operators"),
-        (dict(method="rk4"), r"`method` must be one of"),
+        (dict(method="rk5"), r"`method` must be one of"),
+        (dict(method="rk4"), r"`method` 'rk4' has a fixed step: pass qf.RK4\(dt"),
         (dict(H=lambda t: jnp.eye(3)), r"returns shape \(3, 3\), expected \(2, 2\)"),
     ],
 )
