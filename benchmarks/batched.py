@@ -11,7 +11,11 @@ batch_mode ("auto": "map" on CPU) and with batch_mode="vmap" (what accelerators
 use); dynamiqs with its Tsit5 on its own sparse operators (both a stack of sparse
 Hamiltonians and one dense batched array are timed; the faster counts).
 
-Every time is the median of `repeats` warm calls after one call that compiles.
+Every time is the median of 3 warm calls (1 at B = 512) after one call that
+compiles. Gradients are timed up to B = 64, dynamiqs' dense layout up to B = 16 (it
+is 2-3x slower than its sparse one there). Each row also gives the mean number of
+steps per batch element and the time per step and element, to tell per-step cost
+from step count; the per-call overhead is the small case's business.
 
 Run: python benchmarks/batched.py [--quick] [--out FILE]
 (peers: pip install ".[bench]")
@@ -37,7 +41,7 @@ def deltas(B: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, B)
 
 
-def qflow_solve(N, B, t_end, n_save, batch_mode, repeats):
+def qflow_solve(N, B, t_end, n_save, batch_mode, repeats, grad):
     a = qf.destroy(N)
     n_op = qf.number(N)
     Hk = qf.create(N) @ qf.create(N) @ a @ a
@@ -61,19 +65,27 @@ def qflow_solve(N, B, t_end, n_save, batch_mode, repeats):
         )
 
     def run():
-        return jax.block_until_ready(solve(KERR, KAPPA).expects)
+        res = solve(KERR, KAPPA)
+        return jax.block_until_ready(res.expects), res.stats["num_steps"]
 
     def loss(p):
         return jnp.sum(solve(p[0], p[1]).expects[:, 0, -1].real)
 
-    grad = jax.grad(loss)
+    return _timed(run, loss, repeats, grad)
+
+
+def _timed(run, loss, repeats, grad):
+    """((first, warm, expects, mean steps), (first, warm, gradient) or None)."""
+    first, warm, (ex, steps) = time_warm(run, repeats)
+    out = (first, warm, ex, float(np.mean(np.asarray(steps))))
+    if not grad:
+        return out, None
+    g = jax.grad(loss)
     p0 = jnp.array([KERR, KAPPA])
-    out = time_warm(run, repeats)
-    gout = time_warm(lambda: jax.block_until_ready(grad(p0)), repeats)
-    return out, gout
+    return out, time_warm(lambda: jax.block_until_ready(g(p0)), repeats)
 
 
-def dynamiqs_solve(N, B, t_end, n_save, layout, repeats):
+def dynamiqs_solve(N, B, t_end, n_save, layout, repeats, grad):
     import dynamiqs as dq
 
     a = dq.destroy(N)
@@ -107,57 +119,64 @@ def dynamiqs_solve(N, B, t_end, n_save, layout, repeats):
         )
 
     def run():
-        return jax.block_until_ready(solve(KERR, KAPPA).expects)
+        res = solve(KERR, KAPPA)
+        return jax.block_until_ready(res.expects), res.infos.nsteps
 
     def loss(p):
         res = solve(p[0], p[1], dq.gradient.BackwardCheckpointed())
         return jnp.sum(res.expects[:, 0, -1].real)
 
-    grad = jax.grad(loss)
-    p0 = jnp.array([KERR, KAPPA])
-    out = time_warm(run, repeats)
-    gout = time_warm(lambda: jax.block_until_ready(grad(p0)), repeats)
-    return out, gout
+    return _timed(run, loss, repeats, grad)
 
 
 def case_rows(label, N, B, t_end, n_save, repeats):
     rows, ref = [], None
+    grad = B <= 64
     for name, fn, arg in (
         ("qflow_jax (auto)", qflow_solve, "auto"),
         ("qflow_jax (vmap)", qflow_solve, "vmap"),
         ("dynamiqs (sparse)", dynamiqs_solve, "sparse"),
         ("dynamiqs (dense)", dynamiqs_solve, "dense"),
     ):
-        out, status, reason = run_engine(fn, N, B, t_end, n_save, arg, repeats)
+        if arg == "dense" and B > 16:
+            continue
+        out, status, reason = run_engine(fn, N, B, t_end, n_save, arg, repeats, grad)
         if status != "ok":
             print(f"{name}: {status} ({reason})")
             rows.append({"case": label, "solver": name, "status": status})
             continue
-        (first, warm, ex), (gfirst, gwarm, g) = out
+        (first, warm, ex, steps), g = out
         n = np.asarray(ex).reshape(B, -1).real
         ref = n if ref is None else ref
-        rows.append(
-            {
-                "case": label,
-                "solver": name,
-                "status": "ok",
-                "first_s": first,
-                "warm_s": warm,
-                "grad_first_s": gfirst,
-                "grad_warm_s": gwarm,
-                "max|dn| vs qflow": float(np.abs(n - ref).max()),
-                "grad": [float(x) for x in np.asarray(g)],
+        row = {
+            "case": label,
+            "solver": name,
+            "status": "ok",
+            "first_s": first,
+            "warm_s": warm,
+            "steps_per_element": steps,
+            "us_per_step_element": 1e6 * warm / (steps * B),
+            "max|dn| vs qflow": float(np.abs(n - ref).max()),
+        }
+        if g is not None:
+            row |= {
+                "grad_first_s": g[0],
+                "grad_warm_s": g[1],
+                "grad": [float(x) for x in np.asarray(g[2])],
             }
-        )
+        rows.append(row)
     ok = {r["solver"]: r for r in rows if r["status"] == "ok"}
     dq_rows = [r for k, r in ok.items() if k.startswith("dynamiqs")]
     if dq_rows:
         best = min(r["warm_s"] for r in dq_rows)
-        gbest = min(r["grad_warm_s"] for r in dq_rows)
-        for r in rows:
-            if r["solver"].startswith("qflow_jax") and r["status"] == "ok":
+        gbest = min(
+            (r["grad_warm_s"] for r in dq_rows if "grad_warm_s" in r), default=None
+        )
+        for r in ok.values():
+            if r["solver"].startswith("qflow_jax"):
                 r["speedup_vs_dynamiqs"] = best / r["warm_s"]
-                r["grad_speedup_vs_dynamiqs"] = gbest / r["grad_warm_s"]
+                if gbest is not None:
+                    r["grad_speedup_vs_dynamiqs"] = gbest / r["grad_warm_s"]
     return rows
 
 
@@ -179,6 +198,8 @@ def main() -> None:
                 "case",
                 "solver",
                 "warm_s",
+                "steps_per_element",
+                "us_per_step_element",
                 "grad_warm_s",
                 "speedup_vs_dynamiqs",
                 "grad_speedup_vs_dynamiqs",
@@ -195,7 +216,7 @@ def main() -> None:
                 "kappa": KAPPA,
                 "rtol": RTOL,
                 "atol": ATOL,
-                "warm_repeats": repeats,
+                "warm_repeats": "3 (1 at B = 512; 1 with --quick)",
             },
             "engine_versions": engine_versions(),
             "rows": rows,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -40,16 +42,18 @@ class DiaOp(eqx.Module):
         return out
 
 
-def _diag_values(mat: jax.Array, k: int) -> jax.Array:
-    """Diagonal k of (..., n, n) as values[i] = mat[i, i + k] (0 outside)."""
+def _diag_values(mat: Any, k: int) -> Any:
+    """Diagonal k of (..., n, n) as values[i] = mat[i, i + k] (0 outside); NumPy in,
+    NumPy out."""
+    xp = np if isinstance(mat, np.ndarray) else jnp
     n = mat.shape[-1]
-    d = jnp.diagonal(mat, offset=k, axis1=-2, axis2=-1)
+    d = xp.diagonal(mat, offset=k, axis1=-2, axis2=-1)
     pad = [(0, 0)] * (d.ndim - 1) + ([(0, k)] if k >= 0 else [(-k, 0)])
-    return jnp.pad(d, pad)[..., :n]
+    return xp.pad(d, pad)[..., :n]
 
 
-def make_op(mat: jax.Array, sparse: bool | None = None) -> DenseOp | DiaOp:
-    """Chooses the representation of a (..., n, n) operator stack.
+def make_op(mat: Any, sparse: bool | None = None) -> DenseOp | DiaOp:
+    """Chooses the representation of a (..., n, n) operator stack (JAX or NumPy).
 
     `sparse=None` picks DIA when the matrices are concrete and at most n/8 of the
     2n-1 diagonals (union over the stack) hold nonzeros; traced values stay dense.
@@ -65,5 +69,6 @@ def make_op(mat: jax.Array, sparse: bool | None = None) -> DenseOp | DiaOp:
         offsets = (0,)
     if sparse is None and 8 * len(offsets) > n:
         return DenseOp(mat)
-    diags = jnp.stack([_diag_values(mat, k) for k in offsets], axis=-2)
+    xp = np if isinstance(mat, np.ndarray) else jnp
+    diags = xp.stack([_diag_values(mat, k) for k in offsets], axis=-2)
     return DiaOp(diags, offsets)
