@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
+
+from qflow_jax.core.checks import check_hermitian, is_concrete
 
 __all__ = [
     "GRAPHS",
@@ -144,9 +147,16 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
     return sorted(groups.values())
 
 
-def _matrix(x: Any, shape: tuple[int, int], name: str) -> np.ndarray:
+def _matrix(x: Any, shape: tuple[int, int], name: str) -> Any:
+    """A checked complex matrix: NumPy for concrete input, a JAX array for a traced
+    one (its values are checked where the solve runs: finiteness of the state)."""
     if type(x).__name__ == "Qobj" and hasattr(x, "full"):
         x = x.full()
+    if not is_concrete(x):
+        arr = jnp.asarray(x, dtype=complex)
+        if arr.shape != shape:
+            raise ValueError(f"`{name}` must have shape {shape}, got shape {arr.shape}")
+        return arr
     arr = np.asarray(x, dtype=complex)
     if arr.shape != shape:
         raise ValueError(f"`{name}` must have shape {shape}, got shape {arr.shape}")
@@ -155,7 +165,9 @@ def _matrix(x: Any, shape: tuple[int, int], name: str) -> np.ndarray:
     return arr
 
 
-def _hermitian(arr: np.ndarray, name: str, tol: float = 1e-12) -> np.ndarray:
+def _hermitian(arr: Any, name: str, tol: float = 1e-12) -> Any:
+    if not is_concrete(arr):
+        return check_hermitian(arr, name, rtol=tol)
     err = np.abs(arr - arr.conj().T).max()
     if err > tol * max(1.0, np.abs(arr).max()):
         raise ValueError(f"`{name}` must be Hermitian, got max |A - A^dag| = {err:.3g}")
@@ -168,7 +180,9 @@ class QubitNetwork(eqx.Module):
         d rho/dt = -i[sum_j H_j + sum_(j,l) H_jl, rho] + sum_j sum_m D[L_jm] rho
                    + k sum_{(j,l) in E} a_jl (U_jl rho U_jl - rho)
 
-    All data are concrete NumPy arrays, checked when the network is built.
+    All data are checked when the network is built. The swap gain, the
+    Hamiltonians, the jump operators and the coupling strengths may also be traced
+    JAX values (inside `jax.jit` or `jax.grad`), for `network_mesolve`.
 
     Args:
         n: number of qubits.
@@ -242,19 +256,18 @@ class QubitNetwork(eqx.Module):
             seen.add(frozenset((j, q)))
             pairs.append((j, q))
             weights.append(w)
-        if not (np.isfinite(k) and k >= 0):
+        if is_concrete(k) and not (np.isfinite(k) and k >= 0):
             raise ValueError(f"`k` (swap gain) must be finite and >= 0, got {k}")
 
         if H is None:
             H = np.zeros((n, 2, 2), dtype=complex)
         if len(H) != n:
             raise ValueError(f"`H` must hold n={n} Hamiltonians, got {len(H)}")
-        H = np.stack(
-            [
-                _hermitian(_matrix(h, (2, 2), f"H[{j}]"), f"H[{j}]")
-                for j, h in enumerate(H)
-            ]
-        )
+        H = [
+            _hermitian(_matrix(h, (2, 2), f"H[{j}]"), f"H[{j}]")
+            for j, h in enumerate(H)
+        ]
+        H = np.stack(H) if is_concrete(H) else jnp.stack(H)
         if jump_ops is None:
             jump_ops = [[] for _ in range(n)]
         if len(jump_ops) != n:
@@ -269,7 +282,8 @@ class QubitNetwork(eqx.Module):
         for i, c in enumerate(couplings):
             name = f"couplings[{i}]"
             if len(c) == 4:
-                mat = coupling_matrix(str(c[2]), float(c[3]))
+                strength = c[3] if not is_concrete(c[3]) else float(c[3])
+                mat = coupling_matrix(str(c[2])) * strength
             elif len(c) == 3:
                 mat = _hermitian(_matrix(c[2], (4, 4), f"{name}[2]"), f"{name}[2]")
             else:
@@ -287,7 +301,7 @@ class QubitNetwork(eqx.Module):
         self.n = n
         self.edges = tuple(pairs)
         self.weights = np.asarray(weights, dtype=float)
-        self.k = float(k)
+        self.k = float(k) if is_concrete(k) else k
         self.H = H
         self.jump_ops = jumps
         self.couplings = tuple(pair_terms)
@@ -333,7 +347,7 @@ class QubitNetwork(eqx.Module):
 
     def with_k(self, k: float) -> QubitNetwork:
         """The same network with swap gain `k`."""
-        if not (np.isfinite(k) and k >= 0):
+        if is_concrete(k) and not (np.isfinite(k) and k >= 0):
             raise ValueError(f"`k` (swap gain) must be finite and >= 0, got {k}")
         return eqx.tree_at(lambda m: m.k, self, float(k))
 

@@ -230,7 +230,9 @@ def network_mesolve(
             compiled CPU kernel with an explicit method where it builds, else XLA),
             "native" or "xla".
 
-    Works under `jax.jit` and `jax.grad` with respect to rho0; a solve that
+    Works under `jax.jit`, `jax.vmap` and `jax.grad` with respect to rho0 and to the
+    network's parameters (swap gain, qubit Hamiltonians, jump operators, coupling
+    strengths) when the `QubitNetwork` is built inside the trace; a solve that
     reaches its step limit or goes non-finite raises.
 
     Returns:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qflow_jax.core.checks import is_concrete
 from qflow_jax.network import _native
 from qflow_jax.network.model import QubitNetwork
 
@@ -129,7 +130,10 @@ class NetworkVectorField(eqx.Module):
     def build(
         cls, network: QubitNetwork, part: str = "all", kernel: str = "xla"
     ) -> NetworkVectorField:
-        """Precomputes the coefficient vectors of `network` (concrete NumPy work).
+        """Precomputes the coefficient vectors of `network`: NumPy work for a
+        concrete network, jax.numpy for one with traced parameters (inside jit or
+        grad), where every flip pattern a term could have is kept (its zeros are not
+        known at trace time).
 
         `kernel`: "xla", "native" (an error when the compiled kernel cannot be
         built, with the reason) or "auto" (native where it is available).
@@ -147,10 +151,16 @@ class NetworkVectorField(eqx.Module):
             kernel = "native" if _native.native_available() else "xla"
         n, N = network.n, 2**network.n
         bits = _bits(n)
+        traced = not is_concrete(network)
+        xp = jnp if traced else np
+
+        def nonzero(c):
+            return traced or bool(np.any(c != 0))
+
         terms: list[tuple[tuple[int, ...], np.ndarray]] = []
         for j in range(n):
             heff = network.H[j] - 0.5j * sum(
-                (L.conj().T @ L for L in network.jump_ops[j]), np.zeros((2, 2))
+                (L.conj().T @ L for L in network.jump_ops[j]), xp.zeros((2, 2))
             )
             terms.append(((j,), heff))
         terms += [((j, q), mat) for j, q, mat in network.couplings]
@@ -163,22 +173,22 @@ class NetworkVectorField(eqx.Module):
                 x |= bits[:, j] << (nq - 1 - b)
             for f in range(2**nq):
                 coeff = mat[x, x ^ f]
-                if not np.any(coeff != 0):
+                if not nonzero(coeff):
                     continue
                 pattern = tuple(
                     sorted(j for b, j in enumerate(qubits) if f >> (nq - 1 - b) & 1)
                 )
                 by_pattern[pattern] = by_pattern.get(pattern, 0) + coeff
-        d = by_pattern.pop((), np.zeros(N, dtype=complex))
+        d = by_pattern.pop((), xp.zeros(N, dtype=complex))
         patterns = tuple(sorted(by_pattern, key=lambda p: (len(p), p)))
-        flip = np.stack([-1j * by_pattern[p] for p in patterns]) if patterns else None
+        flip = xp.stack([-1j * by_pattern[p] for p in patterns]) if patterns else None
 
         jump_patterns, jump_qubits, rows, cols = [], [], [], []
         for j in range(n):
             for L in network.jump_ops[j]:
                 u = [L[bits[:, j], bits[:, j] ^ f] for f in (0, 1)]
                 for fr, fc in itertools.product((0, 1), repeat=2):
-                    if np.any(u[fr] != 0) and np.any(u[fc] != 0):
+                    if nonzero(u[fr]) and nonzero(u[fc]):
                         jump_patterns.append(((j,) * fr, (j,) * fc))
                         jump_qubits.append(j)
                         rows.append(u[fr])
@@ -190,7 +200,7 @@ class NetworkVectorField(eqx.Module):
             patterns, flip, jump_patterns, rows, cols = (), None, [], [], []
             jump_qubits = []
         if part == "local":
-            rates = np.zeros(0)
+            rates = xp.zeros(0)
         edges = network.edges if part != "local" else ()
         return cls(
             n=n,
@@ -204,8 +214,8 @@ class NetworkVectorField(eqx.Module):
             flip_coeffs=jnp.asarray(
                 flip if flip is not None else np.zeros((0, N)), dtype=jnp.complex128
             ),
-            jump_row=jnp.asarray(np.reshape(rows, (-1, N)), dtype=jnp.complex128),
-            jump_col=jnp.asarray(np.reshape(cols, (-1, N)), dtype=jnp.complex128),
+            jump_row=_stack_rows(xp, rows, N),
+            jump_col=_stack_rows(xp, cols, N),
             swap_rates=jnp.asarray(rates, dtype=jnp.float64),
         )
 
@@ -285,3 +295,8 @@ def _native_rhs_jvp(primals, tangents):
     out = _native_rhs(*primals)
     _, tangent = jax.jvp(lambda vf, rho: vf.xla_rhs(rho), primals, tangents)
     return out, tangent
+
+
+def _stack_rows(xp, rows: list, N: int) -> jax.Array:
+    stacked = xp.stack(rows) if rows else xp.zeros((0, N))
+    return jnp.asarray(stacked, dtype=jnp.complex128)

@@ -207,29 +207,40 @@ def test_traced_bad_rho0_raises_inside_jit():
         )
 
 
-def test_network_mesolve_under_jit_vmap_and_grad_of_rho0():
-    net = qf.QubitNetwork(
-        3, "path", k=2.0, H=[qf.sigmax()] * 3, jump_ops=[[0.5 * qf.sigmam()]] * 3
-    )
+def test_network_mesolve_under_jit_vmap_and_grad():
     psi = jnp.zeros(8, complex).at[0].set(1.0)
     pure, mixed = jnp.outer(psi, psi), jnp.eye(8) / 8
     Z0 = qf.tensor(qf.sigmaz(), qf.eye(2), qf.eye(2))
     tsave = jnp.linspace(0, 1, 3)
 
-    def z_final(s):
-        res = qf.network_mesolve(
-            net, (1 - s) * pure + s * mixed, tsave, exp_ops=[Z0], rtol=1e-10, atol=1e-12
+    def z_final(p):
+        # swap gain, field, decay amplitude, ZZ strength and the rho0 mixture
+        k, h, g, J, s = p
+        net = qf.QubitNetwork(
+            3,
+            "path",
+            k=k,
+            H=[h * qf.sigmax()] * 3,
+            jump_ops=[[g * qf.sigmam()]] * 3,
+            couplings=[(0, 1, "ZZ", J)],
         )
+        rho0 = (1 - s) * pure + s * mixed
+        res = qf.network_mesolve(net, rho0, tsave, exp_ops=[Z0], rtol=1e-10, atol=1e-12)
         return res.expects[0, -1].real
 
-    np.testing.assert_allclose(jax.jit(z_final)(0.3), z_final(0.3), atol=1e-12)
-    s = jnp.array([0.2, 0.7])
+    p = jnp.array([2.0, 0.7, 0.5, 0.3, 0.3])
+    np.testing.assert_allclose(jax.jit(z_final)(p), z_final(p), atol=1e-12)
+    ps = jnp.stack([p, p.at[4].set(0.7)])
     np.testing.assert_allclose(
-        jax.vmap(z_final)(s), [z_final(x) for x in s], atol=1e-10
+        jax.vmap(z_final)(ps), [z_final(x) for x in ps], atol=1e-10
     )
     eps = 1e-5
-    fd = (z_final(0.3 + eps) - z_final(0.3 - eps)) / (2 * eps)
-    np.testing.assert_allclose(jax.grad(z_final)(0.3), fd, rtol=1e-6)
+    fd = [
+        (z_final(p.at[i].add(eps)) - z_final(p.at[i].add(-eps))) / (2 * eps)
+        for i in range(5)
+    ]
+    # central differences of a solve at rtol 1e-10: ~1e-9 absolute
+    np.testing.assert_allclose(jax.grad(z_final)(p), fd, rtol=1e-6, atol=1e-8)
 
 
 # ----------------------------------------------------------------- methods, results
