@@ -94,7 +94,38 @@ def _network(data: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {"lindblad_bosonic": _bosonic, "network": _network}
+def _batched(data: dict) -> list[str]:
+    p = data["problem"]
+    lines = [
+        "Batched driven-Kerr sweeps (Kerr {kerr}, drive {drive}, loss {kappa}, B "
+        "detunings in [-1, 1]), rtol {rtol}, atol {atol}, <n> only; the gradient is "
+        "of the summed final <n> with respect to (Kerr, loss) "
+        "(`python benchmarks/batched.py`; {machine}):".format(
+            **p, machine=_machine(data)
+        ),
+        "",
+        "| case | solver | warm (s) | steps per element | us per step and element "
+        "| gradient (s) | dynamiqs / qflow | gradient: dynamiqs / qflow |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(r: dict, key: str, fmt: str) -> str:
+        return "-" if r.get(key) is None else format(r[key], fmt)
+
+    for r in data["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['case']} | {r['solver']} | {r['status']} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['case']} | {r['solver']} | {r['warm_s']:.3g} | "
+            f"{r['steps_per_element']:.0f} | {r['us_per_step_element']:.0f} | "
+            f"{f(r, 'grad_warm_s', '.3g')} | {f(r, 'speedup_vs_dynamiqs', '.2f')} | "
+            f"{f(r, 'grad_speedup_vs_dynamiqs', '.2f')} |"
+        )
+    return lines
+
+
+RENDERERS = {"lindblad_bosonic": _bosonic, "batched": _batched, "network": _network}
 
 
 def _suite(folder: Path) -> list[str]:

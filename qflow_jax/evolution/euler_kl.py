@@ -38,7 +38,6 @@ Euler form with the same budget drifts by over 10%; configs/damped_1mode_euler_k
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,11 @@ import optax
 
 from qflow_jax.core.checks import check_tsave
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
-from qflow_jax.evolution.result import EvolutionResult, evolution_result
+from qflow_jax.evolution.result import (
+    EvolutionResult,
+    deprecated_evolve,
+    evolution_result,
+)
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.parallel import shard_samples
 
@@ -303,27 +306,7 @@ def evolve_euler_kl(
     return evolution_result(ts, out, infos, "euler-kl")
 
 
-def euler_kl_evolve(
-    flow: nn.Module,
-    pde: QPDE,
-    params: Any,
-    tsave: Any,
-    key: jax.Array,
-    settings: EulerKLSettings,
-    callback: Callable[[int, Any, dict], None] | None = None,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Deprecated: `evolve_euler_kl(pde, flow, params, tsave, key=..., settings=...)`;
-    returns (parameters at every save time, per-interval infos)."""
-    warnings.warn(
-        "euler_kl_evolve(flow, pde, ...) is deprecated; use "
-        "evolve_euler_kl(pde, flow, params, tsave, key=..., settings=...)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    res = evolve_euler_kl(
-        pde, flow, params, tsave, key=key, settings=settings, callback=callback
-    )
-    return [res.params_at(i) for i in range(len(res.tsave))], res.infos
+euler_kl_evolve = deprecated_evolve("euler_kl_evolve", evolve_euler_kl)
 
 
 def _robust_step(flow, pde, params, key, settings, dt, info, depth):

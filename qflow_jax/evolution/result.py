@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -9,7 +12,7 @@ import numpy as np
 
 from qflow_jax.core.result import SolveResult
 
-__all__ = ["EvolutionResult"]
+__all__ = ["EvolutionResult", "deprecated_evolve"]
 
 
 class EvolutionResult(SolveResult):
@@ -53,3 +56,26 @@ def evolution_result(
         stats={k: np.asarray([info[k] for info in infos]) for k in keys},
         method=method,
     )
+
+
+def deprecated_evolve(old: str, new: Callable[..., EvolutionResult]) -> Callable:
+    """The old-style alias `old(flow, pde, params, tsave, key, settings, callback)`
+    of `new(pde, flow, params, tsave, *, key, settings, callback)`, returning
+    (parameters at every save time, per-interval infos); kept for one release."""
+
+    @functools.wraps(new)
+    def alias(flow, pde, params, tsave, key, settings, callback=None):
+        warnings.warn(
+            f"{old}(flow, pde, ...) is deprecated; use "
+            f"{new.__name__}(pde, flow, params, tsave, key=..., settings=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        res = new(
+            pde, flow, params, tsave, key=key, settings=settings, callback=callback
+        )
+        return [res.params_at(i) for i in range(len(res.tsave))], res.infos
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated: `{new.__name__}`; returns (params list, infos)."
+    return alias

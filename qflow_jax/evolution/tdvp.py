@@ -22,7 +22,6 @@ measures how much of the PDE's motion the flow cannot follow.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,11 @@ from qflow_jax.core.checks import check_tsave
 from qflow_jax.core.integrate import integrate
 from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Tsit5
 from qflow_jax.evolution._flowfns import flatten, logq_fn
-from qflow_jax.evolution.result import EvolutionResult, evolution_result
+from qflow_jax.evolution.result import (
+    EvolutionResult,
+    deprecated_evolve,
+    evolution_result,
+)
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.parallel import shard_samples
 
@@ -294,24 +297,4 @@ def evolve_tdvp(
     return evolution_result(tsave, out, infos, "tdvp")
 
 
-def tdvp_evolve(
-    flow: nn.Module,
-    pde: QPDE,
-    params: Any,
-    tsave: Any,
-    key: jax.Array,
-    settings: TDVPSettings,
-    callback: Callable[[int, Any, dict], None] | None = None,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Deprecated: `evolve_tdvp(pde, flow, params, tsave, key=..., settings=...)`;
-    returns (parameters at every save time, per-interval infos)."""
-    warnings.warn(
-        "tdvp_evolve(flow, pde, ...) is deprecated; use "
-        "evolve_tdvp(pde, flow, params, tsave, key=..., settings=...)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    res = evolve_tdvp(
-        pde, flow, params, tsave, key=key, settings=settings, callback=callback
-    )
-    return [res.params_at(i) for i in range(len(res.tsave))], res.infos
+tdvp_evolve = deprecated_evolve("tdvp_evolve", evolve_tdvp)

@@ -223,3 +223,17 @@ def test_pretrain_reaches_a_thermal_q_by_maximum_likelihood():
     obs = sample_mean(flow, new)
     # Q = N(0, var): <n> = E|alpha|^2 - 1 = 2 var - 1 = nth
     np.testing.assert_allclose(obs["n"][0], nth, atol=0.05)
+
+
+def test_deprecated_evolution_names_warn_and_agree():
+    from qflow_jax.evolution import tdvp_evolve
+
+    pde, flow, params = damped()
+    st = TDVPSettings(batch_size=64, ode_solver="heun", dt=0.05)
+    tsave = np.array([0.0, 0.05])
+    new = evolve_tdvp(pde, flow, params, tsave, key=jax.random.key(1), settings=st)
+    with pytest.warns(DeprecationWarning, match="evolve_tdvp"):
+        out, infos = tdvp_evolve(flow, pde, params, tsave, jax.random.key(1), st)
+    for i in range(2):
+        jax.tree.map(np.testing.assert_array_equal, out[i], new.params_at(i))
+    assert infos == new.infos and infos[0]["t"] == 0.05
