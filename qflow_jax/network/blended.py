@@ -16,6 +16,7 @@ from qflow_jax.network.model import QubitNetwork
 from qflow_jax.network.solve import (
     NetworkResult,
     _method,
+    _network_inputs,
     _network_state,
     _run_network,
     _solver,
@@ -187,16 +188,24 @@ def blended_network_mesolve(
             f"components {network.components}"
         )
     n = network.n
-    rho_sym = symmetrize(_network_state(rho0, n), n)
-    vf = BlendedNetworkVectorField(NetworkVectorField.build(network, "local"))
     method = _method(method, rtol, atol, max_steps)
     if method.imex:
         raise ValueError(
             "`method` must not be IMEX (kencarp) here: the blended field has no "
             f"swap part to treat implicitly, got {method.name!r}"
         )
+    y0, tsave, _ = _network_inputs(n, rho0, tsave, None)
+    vf = BlendedNetworkVectorField(NetworkVectorField.build(network, "local"))
     return _run_network(
-        (vf,), n, rho_sym, tsave, None, _solver(method), method, save_states
+        (vf,),
+        n,
+        symmetrize(y0, n),
+        tsave,
+        None,
+        _solver(method),
+        method,
+        save_states,
+        "blended_network_mesolve",
     )
 
 
