@@ -8,6 +8,7 @@ significant first. Every function returns a JAX array of dtype complex128 unless
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from functools import reduce
 from typing import Any
@@ -15,8 +16,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
+import scipy.special
 
-from qflow_jax.core.checks import check_square, dag, to_array
+from qflow_jax.core.checks import (
+    check_density,
+    check_square,
+    dag,
+    is_concrete,
+    to_array,
+)
 
 DEFAULT_DTYPE = jnp.complex128
 
@@ -158,7 +167,10 @@ def coherent(
             amplitudes exp(-|alpha|^2/2) alpha^n / sqrt(n!) truncated at N levels.
     """
     N = _check_dim(N)
+    if method not in ("operator", "analytic"):
+        raise ValueError(f"`method` must be 'operator' or 'analytic', got {method!r}")
     alpha = jnp.asarray(alpha, dtype=dtype)
+    _warn_truncation(N, alpha)
     if method == "operator":
         a = destroy(N, dtype)
         D = jsl.expm(alpha * dag(a) - jnp.conj(alpha) * a)
@@ -168,7 +180,29 @@ def coherent(
         log_fact = jax.scipy.special.gammaln(n + 1.0)
         amp = jnp.exp(-0.5 * jnp.abs(alpha) ** 2 - 0.5 * log_fact) * alpha**n
         return amp.astype(dtype)[:, None]
-    raise ValueError(f"`method` must be 'operator' or 'analytic', got {method!r}")
+    raise AssertionError(method)
+
+
+COHERENT_TRUNCATION_TOL = 1e-6
+
+
+def _warn_truncation(N: int, alpha: jax.Array) -> None:
+    """Warns when more than COHERENT_TRUNCATION_TOL of the Poisson weight of
+    |alpha> lies at or above level N (concrete alpha only)."""
+    if not is_concrete(alpha):
+        return
+    a2 = float(np.max(np.abs(np.asarray(alpha)) ** 2))
+    if not np.isfinite(a2):
+        raise ValueError(f"`alpha` must be finite, got {alpha}")
+    lost = float(scipy.special.gammainc(N, a2)) if a2 > 0 else 0.0
+    if lost > COHERENT_TRUNCATION_TOL:
+        warnings.warn(
+            f"a coherent state with |alpha|^2 = {a2:.4g} on N = {N} levels loses "
+            f"{lost:.3g} of its weight above the cut-off (<n> comes out too small); "
+            "raise N",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def coherent_dm(
@@ -229,8 +263,10 @@ def expect(O: Any, state: Any) -> jax.Array:
 
 
 def trace_distance(A: Any, B: Any) -> jax.Array:
-    """Trace distance 0.5 Tr|A - B| between density matrices (or kets)."""
-    A, B = _as_dm(A, "A"), _as_dm(B, "B")
+    """Trace distance 0.5 Tr|A - B| between density matrices (or kets); both are
+    checked to be states (Hermitian, trace 1, positive)."""
+    A = check_density(_as_dm(A, "A"), "A")
+    B = check_density(_as_dm(B, "B"), "B")
     return 0.5 * jnp.sum(jnp.abs(jnp.linalg.eigvalsh(A - B)), axis=-1)
 
 
@@ -240,8 +276,10 @@ def _psd_sqrt(A: jax.Array) -> jax.Array:
 
 
 def fidelity(A: Any, B: Any) -> jax.Array:
-    """Uhlmann fidelity as in QuTiP: Tr sqrt(sqrt(A) B sqrt(A)), not squared."""
-    A, B = _as_dm(A, "A"), _as_dm(B, "B")
+    """Uhlmann fidelity as in QuTiP: Tr sqrt(sqrt(A) B sqrt(A)), not squared; both
+    are checked to be states (Hermitian, trace 1, positive)."""
+    A = check_density(_as_dm(A, "A"), "A")
+    B = check_density(_as_dm(B, "B"), "B")
     sA = _psd_sqrt(A)
     w = jnp.linalg.eigvalsh(sA @ B @ sA)
     return jnp.sum(jnp.sqrt(jnp.clip(w, 0.0)), axis=-1)

@@ -82,14 +82,18 @@ def check_square(arr: jax.Array, name: str) -> None:
         )
 
 
-def check_finite(arr: jax.Array, name: str) -> jax.Array:
-    """`arr`, checked to hold no nan or inf."""
-    msg = f"`{name}` contains non-finite values (nan or inf)"
+def check_finite(
+    arr: jax.Array, name: str, attach_to: Any = None, where: str = ""
+) -> Any:
+    """Checks `arr` for nan and inf; returns `attach_to` (default `arr`), carrying the
+    runtime check when `arr` is traced (see `check_hermitian`)."""
+    out = arr if attach_to is None else attach_to
+    msg = f"`{name}` contains non-finite values (nan or inf){where}"
     if is_concrete(arr):
         if not bool(np.all(np.isfinite(np.asarray(arr)))):
             raise ValueError(msg)
-        return arr
-    return eqx.error_if(arr, ~jnp.all(jnp.isfinite(arr)), msg)
+        return out
+    return eqx.error_if(out, ~jnp.all(jnp.isfinite(arr)), msg)
 
 
 def check_hermitian(

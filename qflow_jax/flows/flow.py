@@ -18,6 +18,7 @@ import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["NormalizingFlow"]
 
@@ -77,6 +78,17 @@ class NormalizingFlow(nn.Module):
     def setup(self) -> None:
         if self.dim < 2:
             raise ValueError(f"`dim` must be >= 2, got {self.dim}")
+        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int):
+            raise TypeError(f"`n_layers` must be an integer, got {self.n_layers!r}")
+        if self.n_layers < 0:
+            raise ValueError(f"`n_layers` must be >= 0, got {self.n_layers}")
+        scale = np.asarray(self.init_scale, dtype=float)
+        if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise ValueError(
+                f"`init_scale` must be finite and > 0, got {self.init_scale!r}"
+            )
+        if not np.all(np.isfinite(np.asarray(self.init_mean, dtype=float))):
+            raise ValueError(f"`init_mean` must be finite, got {self.init_mean!r}")
         if self.coupling not in ("affine", "spline"):
             raise ValueError(
                 f"`coupling` must be 'affine' or 'spline', got {self.coupling!r}"

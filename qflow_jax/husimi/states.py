@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax.core.checks import check_square, to_array
+from qflow_jax.core.checks import check_density, check_square, to_array
 
 __all__ = [
     "cat_q",
@@ -94,6 +94,7 @@ def husimi_q(rho: Any, alphas: Any, dims: Sequence[int] | None = None) -> jax.Ar
     if rho.ndim != 2:
         raise ValueError(f"`rho` must be an (n, n) matrix, got shape {rho.shape}")
     check_square(rho, "rho")
+    rho = check_density(rho, "rho")
     dims = _check_dims(dims, rho.shape[0])
     alphas = jnp.asarray(alphas)
     if alphas.ndim == 0 or alphas.shape[-1] != len(dims):

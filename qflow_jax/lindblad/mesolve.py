@@ -133,12 +133,10 @@ def _check_hermitian_h(
     for k in (0, tsave.shape[0] // 2, tsave.shape[0] - 1):
         t = tsave[k]
         parts = [a if c is None else c(t) * a for c, a in terms] + [f(t) for f in fns]
-        rho0 = check_hermitian(
-            functools.reduce(jnp.add, parts),
-            "H",
-            attach_to=rho0,
-            where=f" at t = tsave[{k}] (H(t) with its time-dependent terms)",
-        )
+        H_t = functools.reduce(jnp.add, parts)
+        where = f" at t = tsave[{k}] (H(t) with its time-dependent terms)"
+        rho0 = check_finite(H_t, "H", attach_to=rho0, where=where)
+        rho0 = check_hermitian(H_t, "H", attach_to=rho0, where=where)
     return rho0
 
 

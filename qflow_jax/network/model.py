@@ -165,6 +165,15 @@ def _matrix(x: Any, shape: tuple[int, int], name: str) -> Any:
     return arr
 
 
+def _qubit(x: Any, name: str) -> int:
+    """A qubit index: an integer (or an integral float), never truncated."""
+    if isinstance(x, bool) or not isinstance(x, int | np.integer | float | np.floating):
+        raise TypeError(f"`{name}` names qubit {x!r}; qubit indices are integers")
+    if int(x) != x:
+        raise ValueError(f"`{name}` names qubit {x}; qubit indices are integers")
+    return int(x)
+
+
 def _hermitian(arr: Any, name: str) -> Any:
     return check_hermitian(arr, name, rtol=1e-12)
 
@@ -236,7 +245,7 @@ class QubitNetwork(eqx.Module):
                 raise ValueError(
                     f"`edges[{i}]` must be (j, l) or (j, l, weight), got {e}"
                 )
-            j, q = (int(e[0]), int(e[1]))
+            j, q = _qubit(e[0], f"edges[{i}]"), _qubit(e[1], f"edges[{i}]")
             w = float(e[2]) if len(e) == 3 else 1.0
             if not (0 <= j < n and 0 <= q < n):
                 raise ValueError(
@@ -285,7 +294,7 @@ class QubitNetwork(eqx.Module):
                 raise ValueError(
                     f"`{name}` must be (j, l, 4x4 matrix) or (j, l, name, strength)"
                 )
-            j, q = int(c[0]), int(c[1])
+            j, q = _qubit(c[0], name), _qubit(c[1], name)
             if not (0 <= j < n and 0 <= q < n) or j == q:
                 raise ValueError(
                     f"`{name}` acts on qubits ({j}, {q}); they must be distinct and "

@@ -1,0 +1,145 @@
+"""Bad input through the Python API: each case raises the named exception (or
+warns) with the argument in the message, before any solve runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import qflow_jax as qf
+from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
+
+NAN = float("nan")
+
+
+def _flow(**kw):
+    flow = qf.NormalizingFlow(dim=2, **kw)
+    return flow.init(jax.random.key(0), jnp.zeros((1, 2)))
+
+
+def _network(**kw):
+    args = dict(n=3, edges="path", k=1.0) | kw
+    return qf.QubitNetwork(args.pop("n"), args.pop("edges"), args.pop("k"), **args)
+
+
+def _mesolve(**kw):
+    args = (
+        dict(
+            H=qf.sigmaz(),
+            jump_ops=[qf.sigmam()],
+            rho0=qf.fock_dm(2, 0),
+            tsave=[0.0, 1.0],
+        )
+        | kw
+    )
+    return qf.mesolve(
+        args.pop("H"), args.pop("jump_ops"), args.pop("rho0"), args.pop("tsave"), **args
+    )
+
+
+def _grid(**kw):
+    pde = compile_qpde(adag(0) @ a(0), [0.5 * a(0)])
+    args = dict(Q0=coherent_q(1.0), tsave=[0.0, 0.1], grid=qf.Grid(2, 8, 4.0)) | kw
+    return qf.solve_grid(pde, args.pop("Q0"), args.pop("tsave"), **args)
+
+
+CASES = {
+    "fidelity of a trace-2 matrix": (
+        lambda: qf.fidelity(2 * qf.fock_dm(2, 0), qf.fock_dm(2, 0)),
+        ValueError,
+        r"`A` must have trace 1",
+    ),
+    "trace distance of a non-Hermitian matrix": (
+        lambda: qf.trace_distance(qf.fock_dm(2, 0), jnp.array([[0.5, 1.0], [0, 0.5]])),
+        ValueError,
+        r"`B` must be Hermitian",
+    ),
+    "fidelity of a non-positive matrix": (
+        lambda: qf.fidelity(jnp.diag(jnp.array([1.5, -0.5])), qf.fock_dm(2, 0)),
+        ValueError,
+        r"`A` must be positive semidefinite",
+    ),
+    "husimi_q of a NaN matrix": (
+        lambda: qf.husimi_q(jnp.full((3, 3), jnp.nan), jnp.zeros((1, 1))),
+        ValueError,
+        r"`rho` contains non-finite",
+    ),
+    "husimi_q of a trace-2 matrix": (
+        lambda: qf.husimi_q(2 * qf.fock_dm(3, 0), jnp.zeros((1, 1))),
+        ValueError,
+        r"`rho` must have trace 1",
+    ),
+    "float qubit indices of an edge": (
+        lambda: _network(edges=[(0.7, 1.9)]),
+        ValueError,
+        r"`edges\[0\]` names qubit 0.7; qubit indices are integers",
+    ),
+    "float qubit index of a coupling": (
+        lambda: _network(couplings=[(0, 1.5, "ZZ", 1.0)]),
+        ValueError,
+        r"`couplings\[0\]` names qubit 1.5",
+    ),
+    "string qubit index": (
+        lambda: _network(edges=[("0", 1)]),
+        TypeError,
+        r"`edges\[0\]` names qubit '0'",
+    ),
+    "NaN swap gain": (lambda: _network(k=NAN), ValueError, r"`k` \(swap gain\)"),
+    "NaN qubit Hamiltonian": (
+        lambda: _network(H=[qf.sigmaz() * NAN] * 3),
+        ValueError,
+        r"`H\[0\]` contains non-finite",
+    ),
+    "negative n_layers": (lambda: _flow(n_layers=-2), ValueError, r"`n_layers`"),
+    "zero init_scale": (lambda: _flow(init_scale=0.0), ValueError, r"`init_scale`"),
+    "negative init_scale": (lambda: _flow(init_scale=-1.0), ValueError, "init_scale"),
+    "NaN init_mean": (lambda: _flow(init_mean=(NAN, 0.0)), ValueError, "init_mean"),
+    "mesolve: negative rtol": (lambda: _mesolve(rtol=-1e-6), ValueError, r"`rtol`"),
+    "mesolve: NaN atol": (lambda: _mesolve(atol=NAN), ValueError, r"`atol`"),
+    "mesolve: infinite final time": (
+        lambda: _mesolve(tsave=[0.0, np.inf]),
+        ValueError,
+        r"`tsave` contains non-finite",
+    ),
+    "mesolve: NaN coefficient value": (
+        lambda: _mesolve(H=[qf.sigmaz(), [qf.sigmax(), lambda t: jnp.nan * t]]),
+        ValueError,
+        r"`H` contains non-finite",
+    ),
+    "network_mesolve: negative atol": (
+        lambda: qf.network_mesolve(_network(), [qf.fock_dm(2, 0)] * 3, [0, 1], atol=-1),
+        ValueError,
+        r"`atol`",
+    ),
+    "network_mesolve: trace-2 product factor": (
+        lambda: qf.network_mesolve(_network(), [2 * qf.fock_dm(2, 0)] * 3, [0, 1]),
+        ValueError,
+        r"`states` must have trace 1",
+    ),
+    "solve_grid: unknown scheme": (
+        lambda: _grid(scheme="fem"),
+        ValueError,
+        r"`scheme` must be one of",
+    ),
+    "solve_grid: NaN Q0": (
+        lambda: _grid(Q0=jnp.full((8, 8), jnp.nan)),
+        ValueError,
+        r"`Q0` contains non-finite",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_raises_naming_the_argument(case):
+    call, error, match = CASES[case]
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_truncated_coherent_state_warns():
+    with pytest.warns(UserWarning, match=r"loses 0.762 of its weight"):
+        qf.coherent_dm(3, 2.0)
+    with pytest.warns(UserWarning, match="raise N"):
+        qf.coherent(5, 3.0, "analytic")
+    with pytest.raises(ValueError, match="`alpha` must be finite"):
+        qf.coherent(5, NAN)
