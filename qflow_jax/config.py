@@ -172,7 +172,20 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 floats: `1e-3` is a number (YAML 1.1, PyYAML's default, makes it a
-    string unless it has a decimal point)."""
+    string unless it has a decimal point); a key given twice in one mapping is an
+    error (PyYAML's default keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"duplicate key {key!r} on line {line} (first on line {seen[key]})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -197,6 +210,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
