@@ -165,6 +165,10 @@ def coherent(
         method: "operator" (QuTiP's default) applies the truncated displacement
             expm(alpha a^dag - alpha* a) to |0>; "analytic" uses the Poisson
             amplitudes exp(-|alpha|^2/2) alpha^n / sqrt(n!) truncated at N levels.
+
+    Warns (UserWarning) when more than `COHERENT_TRUNCATION_TOL` = 1e-6 of the
+    Poisson weight lies at or above level N: <n> and everything else then come out
+    wrong.
     """
     N = _check_dim(N)
     if method not in ("operator", "analytic"):
