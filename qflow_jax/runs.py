@@ -68,6 +68,10 @@ class RunFolder:
         self.path = Path(path)
         if is_main_process():
             self.path.mkdir(parents=True, exist_ok=True)
+            # temporaries of writes that a killed run never finished (only process 0
+            # of a run writes into its folder)
+            for stale in self.path.glob(".tmp-*"):
+                stale.unlink(missing_ok=True)
 
     def _atomic(self, name: str, write: Any, suffix: str) -> Path:
         from qflow_jax.parallel import is_main_process
@@ -79,6 +83,8 @@ class RunFolder:
         os.close(fd)
         try:
             write(tmp)
+            # mkstemp makes 0600 files: give the result the mode of any new file
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -133,6 +139,12 @@ class RunFolder:
         path = self._atomic(name, lambda p: fig.savefig(p, format="png"), ".png")
         pyplot().close(fig)
         return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def pyplot() -> Any:

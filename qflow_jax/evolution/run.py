@@ -29,6 +29,7 @@ import cmath
 import copy
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -1060,6 +1061,12 @@ def run_qflow(
     base = jax.random.key(cfg["seed"] + 1)
     eval_key = jax.random.key(cfg["seed"] + 2)
     ckpt = run.path / "checkpoint.npz"
+    if resume and not ckpt.exists():
+        print(
+            f"qflow run: nothing to resume in {run.path} (no checkpoint.npz); "
+            "starting from the beginning",
+            file=sys.stderr,
+        )
     if resume and ckpt.exists():
         start, params, state, q_flow = _load_checkpoint(ckpt, params)
     else:

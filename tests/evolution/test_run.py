@@ -1,6 +1,8 @@
 """`run_qflow` on expression models: parsing, the Fock-space reference, short runs
 and their resumption."""
 
+import contextlib
+import io
 import json
 
 import jax
@@ -187,10 +189,24 @@ def test_exact_initial_samplers_follow_q0(kind):
 FOCK_START = {"kind": "fock", "n": [1]}  # a ring: pre-trained by maximum likelihood
 
 
+_STRAIGHT_STDERR = io.StringIO()
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
+    # --resume into an empty folder: a fresh run, said so on stderr
     out = tmp_path_factory.mktemp("straight")
-    return out, run_qflow(tiny(initial=FOCK_START), out, progress=False)
+    with contextlib.redirect_stderr(_STRAIGHT_STDERR):
+        return out, run_qflow(
+            tiny(initial=FOCK_START), out, resume=True, progress=False
+        )
+
+
+def test_resume_with_nothing_to_resume_says_so(straight):
+    out, _ = straight
+    assert (
+        f"nothing to resume in {out} (no checkpoint.npz)" in _STRAIGHT_STDERR.getvalue()
+    )
 
 
 def test_short_kerr_run_writes_finite_metrics(straight):

@@ -157,3 +157,18 @@ def test_duplicate_yaml_key_exits_2_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "duplicate key 'N' on line 5 (first on line 4)" in err
     assert "Traceback" not in err
+
+
+def test_run_folder_files_follow_the_umask_and_stale_temporaries_go(tmp_path):
+    import os
+
+    from qflow_jax.runs import RunFolder
+
+    (tmp_path / ".tmp-killed.json").write_text("{")  # left by a killed write
+    run = RunFolder(tmp_path)
+    assert not list(tmp_path.glob(".tmp-*"))
+    path = run.write_json("summary.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert not list(tmp_path.glob(".tmp-*"))
