@@ -127,7 +127,8 @@ def _check_hermitian_h(
     rho0 carrying the checks of traced values."""
     static = [a for c, a in terms if c is None]
     if static:
-        rho0 = check_hermitian(functools.reduce(jnp.add, static), "H", attach_to=rho0)
+        add = np.add if is_concrete(static) else jnp.add  # no eager JAX op on NumPy
+        rho0 = check_hermitian(functools.reduce(add, static), "H", attach_to=rho0)
     if len(static) == len(terms) and not fns:
         return rho0
     for k in (0, tsave.shape[0] // 2, tsave.shape[0] - 1):

@@ -21,7 +21,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax.core.checks import check_hermitian, is_concrete
+from qflow_jax.core.checks import check_finite, check_hermitian, is_concrete
 
 __all__ = [
     "GRAPHS",
@@ -149,20 +149,13 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
 
 def _matrix(x: Any, shape: tuple[int, int], name: str) -> Any:
     """A checked complex matrix: NumPy for concrete input, a JAX array for a traced
-    one (its values are checked where the solve runs: finiteness of the state)."""
+    one (whose finiteness is then checked where the solve runs)."""
     if type(x).__name__ == "Qobj" and hasattr(x, "full"):
         x = x.full()
-    if not is_concrete(x):
-        arr = jnp.asarray(x, dtype=complex)
-        if arr.shape != shape:
-            raise ValueError(f"`{name}` must have shape {shape}, got shape {arr.shape}")
-        return arr
-    arr = np.asarray(x, dtype=complex)
+    arr = (np if is_concrete(x) else jnp).asarray(x, dtype=complex)
     if arr.shape != shape:
         raise ValueError(f"`{name}` must have shape {shape}, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` contains non-finite values (nan or inf)")
-    return arr
+    return check_finite(arr, name)
 
 
 def _qubit(x: Any, name: str) -> int:
