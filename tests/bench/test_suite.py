@@ -27,6 +27,8 @@ def _rows(folder: Path) -> dict:
     return {(r["dim"], r["method"]): r for r in data["rows"]}
 
 
+# whole-suite run (15-70 s): deselected by default, `python -m pytest -m slow`
+@pytest.mark.slow
 def test_quick_dims_suite_runs_every_method_against_the_exact_solution(tmp_path):
     assert (
         main(["bench", "dims", "--quick", "--sizes", "2", "--out", str(tmp_path)]) == 0
@@ -86,6 +88,8 @@ def _suite(tmp_path: Path, methods: dict, budgets: dict) -> Path:
     return path
 
 
+# suite runs against budgets (about 10 s): `python -m pytest -m slow`
+@pytest.mark.slow
 def test_over_budget_methods_are_recorded_as_out_of_reach(tmp_path):
     # 22 points per axis: 0.08 MiB at d = 2, 37 MiB at d = 4
     suite = _suite(
@@ -120,6 +124,8 @@ def test_over_budget_methods_are_recorded_as_out_of_reach(tmp_path):
     assert json.loads((out / "results.json").read_text())["rows"] == before
 
 
+# whole-suite run (15-70 s): deselected by default, `python -m pytest -m slow`
+@pytest.mark.slow
 def test_quick_bosonic_grids_follow_the_fock_reference(tmp_path):
     args = ["bench", "bosonic", "--quick", "--methods", "exact", "fd", "spectral"]
     assert main([*args, "--out", str(tmp_path)]) == 0
@@ -133,6 +139,8 @@ def test_quick_bosonic_grids_follow_the_fock_reference(tmp_path):
         assert r["metrics"]["final_kl_exact"] is None  # no exact density here
 
 
+# whole-suite run (15-70 s): deselected by default, `python -m pytest -m slow`
+@pytest.mark.slow
 def test_quick_engines_suite_gathers_the_peer_rows(tmp_path):
     assert main(["bench", "engines", "--quick", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]

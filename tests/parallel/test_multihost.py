@@ -78,6 +78,8 @@ def runs(tmp_path_factory):
     return root, outs
 
 
+# three concurrent `qflow run` processes (about 40 s): `python -m pytest -m slow`
+@pytest.mark.slow
 def test_two_processes_match_one(runs):
     root, _ = runs
     one = json.loads((root / "one" / "summary.json").read_text())
@@ -88,6 +90,7 @@ def test_two_processes_match_one(runs):
         )
 
 
+@pytest.mark.slow
 def test_only_process_zero_writes(runs):
     root, outs = runs
     assert (root / "two" / "checkpoint.npz").is_file()
