@@ -66,7 +66,7 @@ from qflow_jax.husimi import (  # noqa: E402
     husimi_q,
     solve_grid,
 )
-from qflow_jax.lindblad import MESolveResult, mesolve  # noqa: E402
+from qflow_jax.lindblad import MESolveResult, TruncationError, mesolve  # noqa: E402
 from qflow_jax.network import (  # noqa: E402
     NetworkResult,
     QubitNetwork,
@@ -149,6 +149,7 @@ __all__ = [
     # results
     "SolveResult",
     "MESolveResult",
+    "TruncationError",
     "NetworkResult",
     "ReducedResult",
     "GridSolution",

@@ -8,20 +8,37 @@
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
 
-Bad input (unknown config key, wrong type, invalid value) ends with exit code 2
-and a one-line message, never a traceback.
+Bad input (unknown config key, wrong type, invalid value, a checkpoint that is
+damaged or belongs to another run) ends with exit code 2 and a one-line message,
+never a traceback; a failed solve with exit code 1.
+
+Compiled programs are kept in JAX's persistent compilation cache (a folder in
+$QFLOW_JAX_COMPILE_CACHE, default ~/.cache/qflow_jax/jax; "off" or
+--no-compile-cache to go without), so a resumed job compiles in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from qflow_jax.config import ConfigError, load_yaml
-from qflow_jax.runs import to_jsonable
+from qflow_jax.runs import compilation_cache_dir, enable_compilation_cache, to_jsonable
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -88,8 +105,16 @@ def _parser() -> argparse.ArgumentParser:
         description="qflow_jax: JAX simulator of open quantum dynamics.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in "
+        "$QFLOW_JAX_COMPILE_CACHE or ~/.cache/qflow_jax/jax)",
+    )
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="Q-Flow: a normalizing flow evolved through the Husimi PDE",
         description="Run Q-Flow. Without CONFIG: a damped single-mode oscillator "
         "(omega = gamma = 1) from the coherent state |2>, evolved by TDVP to "
@@ -114,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     pinn = sub.add_parser(
         "pinn",
+        parents=[common],
         help="the PINN baseline: a network for log Q(x, t) trained on the Q-PDE",
         description="Train a physics-informed network for log Q(x, t) of a damped "
         "multimode problem and compare it with the exact solution.",
@@ -132,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=_cmd_collect)
     bench = sub.add_parser(
         "bench",
+        parents=[common],
         help="the comparison suite (Q-Flow vs grids, PINN, exact; engines vs peers)",
         description="Run a comparison suite (configs/bench/SUITE.yaml, or a path to "
         "a suite YAML): every method at every size within the same budgets; writes "
@@ -146,16 +173,21 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="keep the finished rows of results.json"
     )
     bench.add_argument(
-        "--time-budget", type=float, help="seconds per method and size (overrides)"
+        "--time-budget",
+        type=_positive_number,
+        help="seconds per method and size (overrides)",
     )
     bench.add_argument(
-        "--memory-budget", type=float, help="GiB per method and size (overrides)"
+        "--memory-budget",
+        type=_positive_number,
+        help="GiB per method and size (overrides)",
     )
     bench.add_argument("--sizes", type=int, nargs="+", help="only these dimensions")
     bench.add_argument("--methods", nargs="+", help="only these methods")
     bench.set_defaults(func=_cmd_bench)
     lind = sub.add_parser(
         "lindblad",
+        parents=[common],
         help="solve a Lindblad problem from a YAML config",
         description="Solve a named Lindblad model from a YAML config and write "
         "summary.json, arrays.npz and PNG plots.",
@@ -165,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     lind.set_defaults(func=_cmd_lindblad)
     blended = sub.add_parser(
         "blended",
+        parents=[common],
         help="a qubit network, its blended dynamics and a k-sweep",
         description="Integrate a qubit network with swap coupling, compare every "
         "qubit with the blended trajectory, sweep the gain k and write "
@@ -180,12 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `qflow` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    cache = compilation_cache_dir()
+    if not getattr(args, "no_compile_cache", True) and cache is not None:
+        enable_compilation_cache(cache)
     try:
         summary = func(args)
     except (ConfigError, ValueError) as err:
         print(f"qflow {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:  # a failed solve; a full disk
         print(f"qflow {args.command}: failed: {err}", file=sys.stderr)
         return 1
     shown = ("folder", "metrics", "timings_s", "sweep", "clusters", "notes", "table")

@@ -1,9 +1,9 @@
 """Validated YAML configurations.
 
 A schema is a dict mapping keys to `Field`s or to nested schemas (sub-sections).
-`validate` fills defaults and rejects unknown keys and wrong types with a
-`ConfigError` that names the key path and what is allowed; the CLI turns it into
-exit code 2 with the message.
+`validate` fills defaults and rejects unknown keys, wrong types and non-finite
+numbers (`.nan`, `.inf`, also inside lists) with a `ConfigError` that names the
+key path and what is allowed; the CLI turns it into exit code 2 with the message.
 
 Example:
     >>> schema = {"t_end": Field(float, 1.0), "solver": {"rtol": Field(float, 1e-6)}}
@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,17 @@ def positive_ints(value: Any) -> str | None:
     return None if ok else "must be a list of positive integers"
 
 
+def _finite(value: Any) -> bool:
+    """False when a float anywhere in `value` (lists, mappings) is nan or inf."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     """Checks `data` against `schema`; returns a new dict with defaults filled in."""
     if data is None:
@@ -158,6 +170,10 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
             raise ConfigError(
                 f"`{full}` must be {spec.type_names()}, got {type(value).__name__} "
                 f"{value!r}" + (f" ({spec.doc})" if spec.doc else "")
+            )
+        if not _finite(value):
+            raise ConfigError(
+                f"`{full}` must be finite (no .nan or .inf), got {value!r}"
             )
         if spec.choices is not None and value not in spec.choices:
             raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import tempfile
 from collections.abc import Mapping
 from importlib import metadata
@@ -13,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunFolder", "pyplot", "to_jsonable", "versions"]
+__all__ = [
+    "ResumeError",
+    "RunFolder",
+    "check_fingerprint",
+    "compilation_cache_dir",
+    "enable_compilation_cache",
+    "fingerprint",
+    "pyplot",
+    "to_jsonable",
+    "versions",
+]
 
 _PACKAGES = ("qflow_jax", "jax", "jaxlib", "diffrax", "equinox", "flax", "optax")
 
@@ -51,11 +62,131 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
+_OFF = ("", "0", "off", "no", "false")
+
+
+def compilation_cache_dir() -> Path | None:
+    """Where the CLI keeps JAX's persistent compilation cache: the folder in the
+    environment variable `QFLOW_JAX_COMPILE_CACHE` (None when it is "off" or "0"),
+    else `$XDG_CACHE_HOME/qflow_jax/jax` (default `~/.cache/qflow_jax/jax`)."""
+    env = os.environ.get("QFLOW_JAX_COMPILE_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in _OFF else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qflow_jax" / "jax"
+
+
+def enable_compilation_cache(folder: str | Path) -> bool:
+    """Stores every compiled program in `folder` and loads it from there in later
+    processes (JAX's persistent compilation cache), so that a resumed or repeated
+    run spends seconds, not minutes, compiling. The folder grows with every new
+    program (a few MB per run configuration) and may be deleted at any time.
+    Programs with host callbacks (run-time `equinox` checks on traced values) are
+    not stored; TDVP's interval solve has none.
+
+    Returns False, after a notice on stderr, when `folder` cannot be written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        print(
+            f"qflow: the compilation cache {folder} is not writable; compiling "
+            "without it",
+            file=sys.stderr,
+        )
+        return False
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.set_cache_dir(str(folder))
+    # the cache is set up at the first compilation: start again, in case an
+    # import compiled something already
+    compilation_cache.reset_cache()
+    return True
+
+
+class ResumeError(ValueError):
+    """A run folder that cannot be resumed: its checkpoint is damaged or was written
+    by a different run (another config, seed or package version)."""
+
+
+def fingerprint(config: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> dict:
+    """What determines a run's result: its config after defaults (less the top-level
+    keys in `ignore` that only say where and how often to write) and the qflow_jax
+    version. Stored with every checkpoint; `check_fingerprint` compares.
+
+    Example:
+        >>> fp = fingerprint({"seed": 0, "output": {"dir": "a"}}, ignore=("output",))
+        >>> fp["config"], sorted(fp)
+        ({'seed': 0}, ['config', 'qflow_jax'])
+    """
+    from qflow_jax import __version__
+
+    kept = {k: v for k, v in config.items() if k not in ignore}
+    return {"config": to_jsonable(kept), "qflow_jax": __version__}
+
+
+def _flat(x: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(x, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in x.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: x}
+
+
+def check_fingerprint(stored: Any, current: Mapping[str, Any], where: Path) -> None:
+    """Raises `ResumeError` naming every key whose value differs between the
+    fingerprint stored in the checkpoint `where` and the current run's.
+
+    Example:
+        >>> try:
+        ...     check_fingerprint({"config": {"seed": 0}, "qflow_jax": "0.1.0"},
+        ...                       {"config": {"seed": 1}, "qflow_jax": "0.1.0"},
+        ...                       Path("a.npz"))
+        ... except ResumeError as err:
+        ...     print(str(err).split(". ")[0])
+        a.npz was written by a different run: config.seed is 0 there, 1 now
+    """
+    if not isinstance(stored, Mapping):
+        raise ResumeError(
+            f"{where} carries no run fingerprint (written by an older qflow_jax); "
+            "run without --resume to start again"
+        )
+    old, new = _flat(stored), _flat(to_jsonable(current))
+
+    def show(values: dict[str, Any], key: str) -> str:
+        return repr(values[key]) if key in values else "absent"
+
+    diffs = [
+        f"{k} is {show(old, k)} there, {show(new, k)} now"
+        for k in sorted(set(old) | set(new))
+        if k not in old or k not in new or old[k] != new[k]
+    ]
+    if diffs:
+        more = f"; and {len(diffs) - 8} more" if len(diffs) > 8 else ""
+        raise ResumeError(
+            f"{where} was written by a different run: {'; '.join(diffs[:8])}{more}. "
+            "Resume with the config (and qflow_jax version) that wrote it, or "
+            "choose another --out"
+        )
+
+
 class RunFolder:
     """A results folder; every file is written to a temporary name then renamed.
 
     In a run of several processes only process 0 writes (the others skip every
     write and return the path the file has), so that all can read its checkpoints.
+
+    Raises:
+        ValueError: when the folder cannot be created (under a file, no permission)
+            or is not writable.
 
     Example:
         >>> run = RunFolder("runs/demo")
@@ -67,7 +198,14 @@ class RunFolder:
 
         self.path = Path(path)
         if is_main_process():
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(
+                    f"cannot create the output folder {self.path}: {err.strerror}"
+                ) from None
+            if not os.access(self.path, os.W_OK | os.X_OK):
+                raise ValueError(f"the output folder {self.path} is not writable")
             # temporaries of writes that a killed run never finished (only process 0
             # of a run writes into its folder)
             for stale in self.path.glob(".tmp-*"):

@@ -18,7 +18,9 @@ a method's settings lives in code. Two suite kinds:
 Outputs in the results folder: results.json (every row, the machine, the config),
 results.md (the tables), and log-log plots of error, time and memory against the
 dimension. results.json is rewritten after every row; `--resume` keeps the finished
-rows and runs the rest.
+rows and runs the rest, after checking that they were computed with the same suite
+settings and qflow_jax version (`--sizes` and `--methods` may differ: rows are per
+size and method).
 
 Example:
     qflow bench dims --quick --out runs/bench_dims_quick
@@ -41,7 +43,15 @@ from typing import Any
 import numpy as np
 
 from qflow_jax.config import ConfigError, load_yaml
-from qflow_jax.runs import RunFolder, pyplot, to_jsonable, versions
+from qflow_jax.runs import (
+    ResumeError,
+    RunFolder,
+    check_fingerprint,
+    fingerprint,
+    pyplot,
+    to_jsonable,
+    versions,
+)
 
 __all__ = ["load_suite", "run_suite"]
 
@@ -424,9 +434,9 @@ def run_suite(
     earlier_s = 0.0  # wall time of the interrupted runs this one resumes
     results_path = run.path / "results.json"
     if resume and results_path.exists():
-        previous = json.loads(results_path.read_text())
-        done, earlier_s = previous.get("rows", []), previous.get("suite_wall_s", 0.0)
+        done, earlier_s = _finished_rows(results_path, cfg)
     results = {
+        "fingerprint": _fingerprint(cfg, cfg.get("methods", {})),
         "command": "bench",
         "invocation": _invocation(
             suite, run.path, quick, time_budget, memory_budget_gib, sizes, methods
@@ -449,6 +459,36 @@ def run_suite(
     run.write_json("results.json", results)
     run.write_text("results.md", markdown(results))
     return {**results, "folder": str(run.path)}
+
+
+def _fingerprint(cfg: dict, methods: Mapping[str, Any]) -> dict[str, Any]:
+    """The suite settings that determine its rows; `sizes` and the selection of
+    `methods` may change between a run and its resume (rows are per size and
+    method), the settings of a method may not."""
+    fp = fingerprint(cfg, ("sizes", "methods"))
+    return {**fp, "methods": to_jsonable(methods)}
+
+
+def _finished_rows(path: Path, cfg: dict) -> tuple[list[dict], float]:
+    """The rows and wall time of an interrupted run of the same suite settings
+    (`ResumeError` for a damaged results.json or one of other settings)."""
+    try:
+        previous = json.loads(path.read_text())
+        rows, wall = list(previous["rows"]), float(previous.get("suite_wall_s", 0.0))
+        stored = previous.get("fingerprint")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ResumeError(
+            f"{path} is damaged ({type(err).__name__}: {err}); run without --resume "
+            "to start again"
+        ) from None
+    methods = cfg.get("methods", {})
+    if isinstance(stored, Mapping) and isinstance(stored.get("methods"), Mapping):
+        held = stored["methods"]
+        both = [m for m in methods if m in held]
+        stored = {**stored, "methods": {m: held[m] for m in both}}
+        methods = {m: methods[m] for m in both}
+    check_fingerprint(stored, _fingerprint(cfg, methods), path)
+    return rows, wall
 
 
 def _invocation(suite, out, quick, time_budget, memory_gib, sizes, methods) -> str:

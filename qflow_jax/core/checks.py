@@ -23,6 +23,7 @@ __all__ = [
     "check_finite",
     "check_hermitian",
     "check_positive",
+    "check_positive_number",
     "check_square",
     "check_tolerances",
     "check_tsave",
@@ -177,16 +178,28 @@ def check_tsave(tsave: Any, dtype: Any = None) -> jax.Array:
     return eqx.error_if(t, bad, "`tsave` must be finite and strictly increasing")
 
 
+def check_positive_number(value: Any, name: str, integer: bool = False) -> None:
+    """`value` is a finite number > 0 (with `integer`: an integer >= 1); a
+    TypeError or ValueError naming `name` otherwise.
+
+    Example:
+        >>> check_positive_number(-0.1, "dt")
+        Traceback (most recent call last):
+        ...
+        ValueError: `dt` must be finite and > 0, got -0.1
+    """
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    what = "a positive integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"`{name}` must be {what}, got {type(value).__name__}")
+    if integer and value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be finite and > 0, got {value}")
+
+
 def check_tolerances(rtol: Any, atol: Any, max_steps: Any) -> None:
     """rtol, atol finite and > 0; max_steps a positive integer."""
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"`{name}` must be finite and > 0, got {value}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer):
-        raise TypeError(
-            f"`max_steps` must be a positive integer, got {type(max_steps).__name__}"
-        )
-    if max_steps < 1:
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps}")
+    check_positive_number(rtol, "rtol")
+    check_positive_number(atol, "atol")
+    check_positive_number(max_steps, "max_steps", integer=True)

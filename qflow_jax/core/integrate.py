@@ -107,7 +107,10 @@ def integrate(
         terms: diffrax terms, or a vector field f(t, y, args) (wrapped in ODETerm).
         solver: the diffrax solver (engines map `method` to it).
         y0: initial state (any pytree of arrays).
-        tsave: (nt,) strictly increasing save times.
+        tsave: (nt,) strictly increasing save times; or a pair of Python floats
+            (t0, t1): then every time the solver sees is a constant, the compiled
+            solve holds no run-time checks of traced times (host callbacks) and
+            JAX's persistent compilation cache can store it.
         method: its controller, first step and `max_steps` are used.
         engine: the name in failure messages ("mesolve", "network_mesolve", ...).
         save: f(t, y) -> pytree saved at tsave (default: y).
@@ -122,7 +125,11 @@ def integrate(
     if not isinstance(terms, dfx.AbstractTerm):
         terms = dfx.ODETerm(terms)
     fn = (lambda t, y, args: y) if save is None else (lambda t, y, args: save(t, y))
-    saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=tsave, fn=fn), dfx.SubSaveAt(t1=True)])
+    if isinstance(tsave, tuple):  # (t0, t1) constants: no time array to check
+        saved_at = dfx.SubSaveAt(t0=True, t1=True, fn=fn)
+    else:
+        saved_at = dfx.SubSaveAt(ts=tsave, fn=fn)
+    saveat = dfx.SaveAt(subs=[saved_at, dfx.SubSaveAt(t1=True)])
     with warnings.catch_warnings():
         # complex states are checked against exact solutions and QuTiP in the tests
         warnings.filterwarnings("ignore", message="Complex dtype support")

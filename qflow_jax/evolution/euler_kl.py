@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from qflow_jax.core.checks import check_tsave
+from qflow_jax.core.checks import check_positive_number, check_tsave
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
 from qflow_jax.evolution.result import (
     EvolutionResult,
@@ -107,6 +107,10 @@ class EulerKLSettings:
             raise ValueError(
                 f"`scheme` must be 'euler' or 'midpoint', got {self.scheme!r}"
             )
+        for name in ("dt", "learning_rate", "loss_tol"):
+            check_positive_number(getattr(self, name), name)
+        for name in ("batch_size", "max_inner_steps", "min_inner_steps", "window"):
+            check_positive_number(getattr(self, name), name, integer=True)
 
     def optimizer(self) -> optax.GradientTransformation:
         return _optimizer(self)

@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import reduce
@@ -72,7 +73,15 @@ from qflow_jax.husimi.models import DampedChain
 from qflow_jax.husimi.states import sample_cat_q
 from qflow_jax.lindblad.mesolve import mesolve
 from qflow_jax.operators import coherent, fock_dm, ptrace, thermal_dm
-from qflow_jax.runs import RunFolder, pyplot, to_jsonable, versions
+from qflow_jax.runs import (
+    ResumeError,
+    RunFolder,
+    check_fingerprint,
+    fingerprint,
+    pyplot,
+    to_jsonable,
+    versions,
+)
 
 __all__ = [
     "DEFAULT_QFLOW_CONFIG",
@@ -832,12 +841,17 @@ def _evaluate(
 # --------------------------------------------------------------------- checkpoints
 
 
+# what only says where and how often a run writes: not part of its fingerprint
+_NOT_FINGERPRINTED = ("name", "output", "checkpoint_every")
+
+
 def _save_checkpoint(
-    run: RunFolder, interval: int, params: Any, state: dict, q_flow: list
+    run: RunFolder, interval: int, params: Any, state: dict, q_flow: list, cfg: dict
 ) -> None:
     blob = np.frombuffer(flax.serialization.to_bytes(params), dtype=np.uint8)
     run.save_arrays(
         "checkpoint.npz",
+        fingerprint=np.asarray(json.dumps(fingerprint(cfg, _NOT_FINGERPRINTED))),
         interval=np.asarray(interval),
         params=blob,
         state=np.asarray(json.dumps(to_jsonable(state))),
@@ -845,15 +859,33 @@ def _save_checkpoint(
     )
 
 
-def _load_checkpoint(path: Path, template: Any) -> tuple[int, Any, dict, list]:
-    with np.load(path) as data:
-        params = flax.serialization.from_bytes(template, data["params"].tobytes())
-        return (
-            int(data["interval"]),
-            params,
-            json.loads(str(data["state"])),
-            list(data["q_flow"]),
-        )
+def _read_checkpoint(path: Path, cfg: dict) -> dict[str, Any]:
+    """The checkpoint's fields, after checking that it is whole and that it was
+    written by this run (`ResumeError` otherwise, naming what differs)."""
+    try:
+        with np.load(path) as data:
+            fields = {k: data[k] for k in ("interval", "params", "state", "q_flow")}
+            stored = data["fingerprint"] if "fingerprint" in data else None
+            stored = None if stored is None else json.loads(str(stored))
+        fields["state"] = json.loads(str(fields["state"]))
+        fields["interval"] = int(fields["interval"])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ResumeError(
+            f"{path} is damaged ({type(err).__name__}: {err}); run without --resume "
+            "to start again"
+        ) from None
+    check_fingerprint(stored, fingerprint(cfg, _NOT_FINGERPRINTED), path)
+    return fields
+
+
+def _restore_params(path: Path, template: Any, blob: np.ndarray) -> Any:
+    try:
+        return flax.serialization.from_bytes(template, blob.tobytes())
+    except Exception as err:  # msgpack and flax raise several types
+        raise ResumeError(
+            f"{path} is damaged: its flow parameters do not load "
+            f"({type(err).__name__}: {err}); run without --resume to start again"
+        ) from None
 
 
 # ---------------------------------------------------------------------- validation
@@ -1011,7 +1043,10 @@ def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
         >>> setup = setup_qflow(DEFAULT_QFLOW_CONFIG)
         >>> setup.problem.n_ref[-1]  # exact <n>(t_end)
     """
-    cfg = validate_qflow_config(config)
+    return _setup(validate_qflow_config(config))
+
+
+def _setup(cfg: dict[str, Any]) -> QFlowSetup:
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     initial = _Initial.from_config(cfg["initial"], cfg["model"]["modes"])
     problem = _problem(cfg, initial, tsave)
@@ -1033,16 +1068,24 @@ def run_qflow(
     interval from fold_in(seed, interval).
     """
     started = time.perf_counter()
-    setup = setup_qflow(config)
-    cfg, initial, problem, tsave, grid = (
-        setup.cfg,
+    cfg = validate_qflow_config(config)
+    run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
+    ckpt = run.path / "checkpoint.npz"
+    saved = _read_checkpoint(ckpt, cfg) if resume and ckpt.exists() else None
+    if resume and saved is None:
+        print(
+            f"qflow run: nothing to resume in {run.path} (no checkpoint.npz); "
+            "starting from the beginning",
+            file=sys.stderr,
+        )
+    setup = _setup(cfg)
+    initial, problem, tsave, grid = (
         setup.initial,
         setup.problem,
         setup.tsave,
         setup.grid,
     )
     reference_s = time.perf_counter() - started
-    run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
     N = cfg["model"]["modes"]
     fcfg = cfg["flow"]
     flow = NormalizingFlow(
@@ -1060,15 +1103,10 @@ def run_qflow(
     evolve = evolve_tdvp if cfg["method"] == "tdvp" else evolve_euler_kl
     base = jax.random.key(cfg["seed"] + 1)
     eval_key = jax.random.key(cfg["seed"] + 2)
-    ckpt = run.path / "checkpoint.npz"
-    if resume and not ckpt.exists():
-        print(
-            f"qflow run: nothing to resume in {run.path} (no checkpoint.npz); "
-            "starting from the beginning",
-            file=sys.stderr,
-        )
-    if resume and ckpt.exists():
-        start, params, state, q_flow = _load_checkpoint(ckpt, params)
+    if saved is not None:
+        start, state = saved["interval"], saved["state"]
+        params = _restore_params(ckpt, params, saved["params"])
+        q_flow = list(saved["q_flow"])
     else:
         start, state = 0, {"records": [], "infos": [], "pretrain": None}
         state["timings"] = {"pretrain_s": 0.0, "evolution_s": 0.0, "evaluation_s": 0.0}
@@ -1081,7 +1119,7 @@ def run_qflow(
         record, q0 = _evaluate(flow, params, problem, grid, 0, 0.0, eval_key, cfg)
         state["timings"]["evaluation_s"] += time.perf_counter() - began
         state["records"], q_flow = [record], [q0]
-        _save_checkpoint(run, 0, params, state, q_flow)
+        _save_checkpoint(run, 0, params, state, q_flow, cfg)
     timings = state["timings"]
     bar = tqdm(
         range(start, len(tsave) - 1),
@@ -1138,7 +1176,7 @@ def run_qflow(
             l1_q=f"{record['l1_q']:.2e}",
         )
         if (i + 1) % cfg["checkpoint_every"] == 0 or i + 2 == len(tsave):
-            _save_checkpoint(run, i + 1, params, state, q_flow)
+            _save_checkpoint(run, i + 1, params, state, q_flow, cfg)
 
     records = state["records"]
     # proposal: a Gaussian 25% wider than the flow's samples in every direction

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax.core.checks import check_tsave
+from qflow_jax.core.checks import check_positive_number, check_tsave
 from qflow_jax.core.integrate import integrate
 from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Tsit5
 from qflow_jax.evolution._flowfns import flatten, logq_fn
@@ -66,7 +66,8 @@ class TDVPSettings:
         snr_cutoff: signal-to-noise cut-off ("snr").
         cg_maxiter: iterations of "cg".
         ode_solver: "heun", "rk4" (fixed step dt) or "tsit5" (adaptive, rtol/atol).
-        dt, rtol, atol: step and tolerances of the ODE solver.
+        dt: the largest fixed step (heun, rk4): each save interval is cut into
+            ceil(span / dt) equal steps. rtol, atol: tolerances of tsit5.
     """
 
     batch_size: int = 2048
@@ -92,6 +93,12 @@ class TDVPSettings:
                     f"`{name}` must be one of {', '.join(allowed)}, got "
                     f"{getattr(self, name)!r}"
                 )
+        for name in ("dt", "rtol", "atol", "rcond", "snr_cutoff"):
+            check_positive_number(getattr(self, name), name)
+        for name in ("batch_size", "cg_maxiter"):
+            check_positive_number(getattr(self, name), name, integer=True)
+        if not (isinstance(self.diag_shift, int | float) and self.diag_shift >= 0):
+            raise ValueError(f"`diag_shift` must be >= 0, got {self.diag_shift!r}")
         if self.linear_solver in ("pinv", "snr") and self.s_builder == "matrix_free":
             raise ValueError(
                 f"`linear_solver='{self.linear_solver}'` needs the dense S; use "
@@ -204,23 +211,29 @@ def tdvp_theta_dot(
     return theta_dot, {"residual": residual, "mean_s": s.mean(), "es2": es2}
 
 
-def _ode_method(settings: TDVPSettings) -> AbstractMethod:
+def _ode_method(settings: TDVPSettings, n_steps: int) -> AbstractMethod:
+    # in the interval's own time s = (t - t_i) / (t_{i+1} - t_i), 0 <= s <= 1
     if settings.ode_solver == "tsit5":
         return Tsit5(rtol=settings.rtol, atol=settings.atol)
-    return (Heun if settings.ode_solver == "heun" else RK4)(settings.dt)
+    return (Heun if settings.ode_solver == "heun" else RK4)(1.0 / n_steps)
 
 
 @eqx.filter_jit
-def _evolve_interval(flow, pde, theta, unravel, z, t0, t1, settings):
-    def vf(t, th, args):
-        return tdvp_theta_dot(flow, pde, th, unravel, z, settings)[0]
+def _evolve_interval(flow, pde, theta, unravel, z, span, n_steps, settings):
+    """One save interval, integrated in s = (t - t_i) / span from 0 to 1 (the Q-PDE
+    is autonomous): every time the solver sees is a constant, so the compiled
+    program holds no run-time checks (host callbacks) and JAX's persistent
+    compilation cache can store it; `n_steps` (static) fixed steps of span/n_steps."""
 
-    method = _ode_method(settings)
+    def vf(s, th, args):
+        return span * tdvp_theta_dot(flow, pde, th, unravel, z, settings)[0]
+
+    method = _ode_method(settings, n_steps)
     out = integrate(
         vf,
         method.solver(),
         theta,
-        jnp.stack([t0, t1]),
+        (0.0, 1.0),
         method=method,
         engine="evolve_tdvp",
         throw=False,
@@ -271,8 +284,10 @@ def evolve_tdvp(
         z = jax.random.normal(sub, (settings.batch_size, flow.dim))
         st, retries = settings, 0
         while True:
+            span = ts[i + 1] - ts[i]
+            n_steps = max(1, int(np.ceil(span / st.dt * (1 - 1e-9))))
             new, diag, steps, ok = _evolve_interval(
-                flow, pde, theta, unravel, z, ts[i], ts[i + 1], st
+                flow, pde, theta, unravel, z, span, n_steps, st
             )
             if bool(ok) or retries == 2:
                 break

@@ -1,5 +1,10 @@
 """Lindblad engine: dense master-equation solvers on diffrax."""
 
-from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, MESolveResult, mesolve
+from qflow_jax.lindblad.mesolve import (
+    MESOLVE_METHODS,
+    MESolveResult,
+    TruncationError,
+    mesolve,
+)
 
-__all__ = ["MESOLVE_METHODS", "MESolveResult", "mesolve"]
+__all__ = ["MESOLVE_METHODS", "MESolveResult", "TruncationError", "mesolve"]

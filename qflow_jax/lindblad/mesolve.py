@@ -45,14 +45,37 @@ from qflow_jax.lindblad.lawson import LawsonSolver
 from qflow_jax.lindblad.vector_field import LindbladVectorField, to_complex, to_real
 from qflow_jax.parallel import map_batch
 
-__all__ = ["MESOLVE_METHODS", "MESolveResult", "mesolve"]
+__all__ = ["MESOLVE_METHODS", "MESolveResult", "TruncationError", "mesolve"]
 
 # every method name but the IMEX ones (the dense generator has no stiff part apart)
 MESOLVE_METHODS = tuple(m for m in METHOD_NAMES if not m.startswith("kencarp"))
 
 
+class TruncationError(ValueError):
+    """A solve refused because the Fock truncation lost too much weight
+    (`mesolve(..., fock_dims=...)`): the highest level of `mode` held `population`
+    at time `t`, more than `limit`."""
+
+    def __init__(self, mode: int, level: int, population: float, t: float, limit):
+        self.mode, self.population, self.t, self.limit = mode, population, t, limit
+        super().__init__(
+            f"mesolve: the Fock truncation is too small: the highest level "
+            f"(n = {level}) of mode {mode} holds {population:.3g} at t = {t:.4g} "
+            f"(allowed: max_top_population = {limit:g}); raise the dimension of that "
+            "mode (`fock_dims`, with the operators)"
+        )
+
+
 class MESolveResult(SolveResult):
-    """What `mesolve` returns (`SolveResult`); states are (n, n) density matrices."""
+    """What `mesolve` returns (`SolveResult`); states are (n, n) density matrices.
+
+    Attributes:
+        top_population: with `fock_dims`, (..., len(fock_modes), nt) population
+            of the highest Fock level of each bosonic mode at every save time (the
+            weight the truncation is about to lose); else None.
+    """
+
+    top_population: jax.Array | None = None
 
 
 # ----------------------------------------------------------------- input parsing
@@ -329,6 +352,9 @@ def mesolve(
     dtype: Any = None,
     sparse: bool | None = None,
     batch_mode: str = "auto",
+    fock_dims: Sequence[int] | None = None,
+    fock_modes: Sequence[int] | None = None,
+    max_top_population: float = 1e-4,
 ) -> MESolveResult:
     r"""Solves the Lindblad master equation
 
@@ -377,6 +403,15 @@ def mesolve(
             or "auto": "map" on CPU, where a vmapped adaptive solve masks every
             element until the slowest finishes and gains little from SIMD, and
             "vmap" on accelerators.
+        fock_dims: the dimensions of the subsystems (product n, first slowest, as
+            `qf.tensor`): checks the Fock truncation of the bosonic modes among
+            them. The population of every mode's highest level is saved as
+            `top_population`; above `max_top_population` (default 1e-4) at any
+            save time the solve is refused with a `TruncationError` (a ValueError)
+            naming the mode, the time and the population (inside jit: an error
+            raised by the program).
+        fock_modes: the indices in `fock_dims` of the bosonic modes (default:
+            all; e.g. (0,) for a mode coupled to qubits).
 
     Batching: leading axes of H, of the jump operators and of rho0 are mapped
     independently (all combinations); the result's arrays carry the H batch axes,
@@ -435,6 +470,14 @@ def mesolve(
                 f"{tuple(exp_arr.shape[1:])}"
             )
 
+    n_exp = 0 if exp_arr is None else exp_arr.shape[0]
+    if fock_dims is not None:
+        fock_dims, fock_modes, top = _top_level_projectors(
+            fock_dims, fock_modes, n, max_top_population
+        )
+        top = top.astype(dtype)
+        exp_arr = top if exp_arr is None else jnp.concatenate([exp_arr, top])
+
     # Concrete inputs are prepared with NumPy on the host (eager JAX operations on
     # small arrays cost more than the solve of a small problem); traced ones with
     # jax.numpy, inside the caller's trace.
@@ -471,6 +514,11 @@ def mesolve(
     )
     if not settings.throw:
         raise_if_failed(status, "mesolve", method.max_steps)
+    top = None
+    if fock_dims is not None:
+        top = expects[..., n_exp:, :].real
+        expects = expects[..., :n_exp, :] if n_exp else None
+        top = _check_truncation(top, tsave, fock_dims, fock_modes, max_top_population)
     return MESolveResult(
         tsave=tsave,
         states=states,
@@ -478,7 +526,62 @@ def mesolve(
         final_state=final,
         stats=stats,
         method=method.name,
+        top_population=top,
     )
+
+
+def _top_level_projectors(
+    fock_dims: Any, fock_modes: Any, n: int, max_top_population: float
+) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """Checked `fock_dims` and `fock_modes`, and the (modes, n, n) projectors on
+    each bosonic mode's highest Fock level."""
+    dims = tuple(np.atleast_1d(np.asarray(fock_dims)).tolist())
+    if not dims or not all(isinstance(d, int) and d >= 2 for d in dims):
+        raise ValueError(f"`fock_dims` must be integers >= 2, got {fock_dims!r}")
+    if math.prod(dims) != n:
+        raise ValueError(
+            f"`fock_dims` {dims} must multiply to the dimension n = {n} of rho0"
+        )
+    modes = tuple(range(len(dims))) if fock_modes is None else tuple(fock_modes)
+    if not modes or not all(isinstance(j, int) and 0 <= j < len(dims) for j in modes):
+        raise ValueError(
+            f"`fock_modes` must be indices into `fock_dims` (0 to {len(dims) - 1}), "
+            f"got {fock_modes!r}"
+        )
+    if not (isinstance(max_top_population, int | float) and 0 < max_top_population):
+        raise ValueError(
+            f"`max_top_population` must be a number > 0, got {max_top_population!r}"
+        )
+    levels = np.indices(dims).reshape(len(dims), n)
+    top = [levels[j] == dims[j] - 1 for j in modes]
+    return dims, modes, np.stack([np.diag(t.astype(float)) for t in top])
+
+
+def _check_truncation(
+    top: jax.Array,
+    tsave: jax.Array,
+    dims: tuple[int, ...],
+    modes: tuple[int, ...],
+    limit: float,
+) -> jax.Array:
+    """Refuses a solve whose highest Fock level of some mode held more than
+    `limit`: ValueError for concrete values, a program error under a trace."""
+    if not is_concrete(top):
+        return eqx.error_if(
+            top,
+            jnp.max(top) > limit,
+            f"mesolve: the Fock truncation is too small: the highest level of a mode "
+            f"holds more than max_top_population = {limit:g}; raise the dimension of "
+            "that mode (`fock_dims`, with the operators)",
+        )
+    values = np.asarray(top)
+    if values.max() > limit:
+        *_, m, i = np.unravel_index(np.argmax(values), values.shape)
+        j = modes[m]
+        raise TruncationError(
+            j, dims[j] - 1, float(values.max()), float(tsave[i]), limit
+        )
+    return top
 
 
 def _groups(xp, h_terms, l_terms, n, sparse):

@@ -21,7 +21,9 @@ class LindbladProblem:
     """H, jump operators, initial state and named observables of one model.
 
     `exact(t)` returns the closed-form expectation values (same names as
-    `exp_ops`) at times t, or is None when no closed form is known.
+    `exp_ops`) at times t, or is None when no closed form is known. `fock_dims`:
+    the Fock dimensions of the bosonic modes (the truncation `mesolve` checks),
+    None for a system without truncation.
     """
 
     H: jax.Array
@@ -29,6 +31,7 @@ class LindbladProblem:
     rho0: jax.Array
     exp_ops: dict[str, jax.Array]
     exact: Callable[[np.ndarray], dict[str, np.ndarray]] | None
+    fock_dims: tuple[int, ...] | None = None
 
 
 def _complex_pair(value: Any) -> str | None:
@@ -62,6 +65,7 @@ def _damped_cavity(p: Mapping[str, Any]) -> LindbladProblem:
             "im_a": -0.5j * (a - ops.create(N)),
         },
         exact=exact,
+        fock_dims=(N,),
     )
 
 
@@ -76,6 +80,7 @@ def _kerr_oscillator(p: Mapping[str, Any]) -> LindbladProblem:
         rho0=ops.coherent_dm(N, complex(*p["alpha0"]), "analytic"),
         exp_ops={"n": ops.number(N), "re_a": 0.5 * (a + ad)},
         exact=None,
+        fock_dims=(N,),
     )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from qflow_jax.config import ConfigError, Field, at_least_two, positive, validate
 from qflow_jax.core.methods import ADAPTIVE_NAMES
-from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, mesolve
+from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, TruncationError, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
 from qflow_jax.runs import RunFolder, versions
 
@@ -47,6 +47,15 @@ _COMMON_SCHEMA: dict[str, Any] = {
         "atol": Field(float, 1e-8, check=positive),
         "max_steps": Field(int, 1_000_000, check=positive),
     },
+    "truncation": {
+        "max_top_population": Field(
+            float,
+            1e-4,
+            check=positive,
+            doc="largest allowed population of the highest Fock level (bosonic "
+            "models): above it the run is refused",
+        ),
+    },
     "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
 }
 
@@ -78,6 +87,12 @@ def run_lindblad(
     final state), expectations.png (observables vs t, exact dashed) and, with an
     exact solution, errors.png.
 
+    Bosonic models are checked for their Fock truncation: an initial state that
+    loses more than `truncation.max_top_population` above the cut-off, or a solve
+    whose highest level holds more than that at a save time, is refused with a
+    `ConfigError` naming `model.N` (exit code 2 from the CLI); summary.json reports
+    the largest top-level population as `metrics.max_top_population`.
+
     Returns:
         The summary dict.
     """
@@ -89,19 +104,39 @@ def run_lindblad(
     names = list(problem.exp_ops)
     solver = cfg["solver"]
 
+    # a truncated initial state that loses at most the allowed top population is
+    # renormalized; one that loses more is refused
+    limit = cfg["truncation"]["max_top_population"]
+    rho0 = np.asarray(problem.rho0)
+    kept = float(np.trace(rho0).real)
+    if problem.fock_dims is not None and 1.0 - kept > limit:
+        raise ConfigError(
+            f"`model.N` = {model['N']} is too small for the initial state: it loses "
+            f"{1.0 - kept:.3g} of its weight above the cut-off (allowed: "
+            f"`truncation.max_top_population` = {limit:g}); raise `model.N`"
+        )
     t0 = time.perf_counter()
-    res = mesolve(
-        problem.H,
-        problem.jump_ops,
-        problem.rho0,
-        t,
-        exp_ops=[problem.exp_ops[k] for k in names],
-        method=solver["method"],
-        rtol=solver["rtol"],
-        atol=solver["atol"],
-        max_steps=solver["max_steps"],
-        progress=progress,
-    )
+    try:
+        res = mesolve(
+            problem.H,
+            problem.jump_ops,
+            rho0 / kept,
+            t,
+            exp_ops=[problem.exp_ops[k] for k in names],
+            method=solver["method"],
+            rtol=solver["rtol"],
+            atol=solver["atol"],
+            max_steps=solver["max_steps"],
+            progress=progress,
+            fock_dims=problem.fock_dims,
+            max_top_population=limit,
+        )
+    except TruncationError as err:
+        raise ConfigError(
+            f"`model.N` = {model['N']} is too small: the highest Fock level holds "
+            f"{err.population:.3g} at t = {err.t:.4g} (allowed: "
+            f"`truncation.max_top_population` = {err.limit:g}); raise `model.N`"
+        ) from None
     res = jax.block_until_ready(res)
     elapsed = time.perf_counter() - t0
 
@@ -113,6 +148,8 @@ def run_lindblad(
         "max_hermiticity_error": float(np.abs(states - herm).max()),
         "min_eigenvalue": float(np.linalg.eigvalsh(0.5 * (states + herm)).min()),
     }
+    if res.top_population is not None:
+        metrics["max_top_population"] = float(np.max(res.top_population))
     exact = problem.exact(t) if problem.exact is not None else None
     if exact is not None:
         metrics["max_abs_error"] = {

@@ -104,6 +104,12 @@ BLENDED_SCHEMA: dict[str, Any] = {
         "omega": Field(float, 1.0, doc="mode frequency"),
         "g": Field(float, 0.5, doc="collective coupling"),
         "kappa": Field(float, 0.2, check=non_negative, doc="mode decay rate"),
+        "max_top_population": Field(
+            float,
+            1e-4,
+            check=positive,
+            doc="largest allowed population of the mode's highest Fock level",
+        ),
     },
     "times": {
         "t_end": Field(float, 10.0, check=positive, doc="final time"),
@@ -221,12 +227,14 @@ def build_network(cfg: Mapping[str, Any]) -> QubitNetwork:
         raise ConfigError(f"`network`: {err}") from err
 
 
-def _dicke_reduced(net, ks, rho0s, tsave, dcfg, scfg) -> np.ndarray:
+def _dicke_reduced(net, ks, rho0s, tsave, dcfg, scfg) -> tuple[np.ndarray, float]:
     """(len(ks), nt, n, 2, 2) qubit reduced states of the Dicke-type model of `net`
-    at every swap gain in `ks`: one batched dense solve. The gain enters only the
+    at every swap gain in `ks`, and the largest population of the mode's highest
+    Fock level (refused above `dicke.max_top_population`): one batched dense
+    solve. The gain enters only the
     jump operators, which are stacked along a batch axis that `mesolve` splits over
     devices; the Hamiltonian is shared."""
-    from qflow_jax.lindblad import mesolve
+    from qflow_jax.lindblad import TruncationError, mesolve
     from qflow_jax.operators import ptrace
 
     ops = [
@@ -242,24 +250,35 @@ def _dicke_reduced(net, ks, rho0s, tsave, dcfg, scfg) -> np.ndarray:
     vac = np.zeros((dcfg["n_levels"],) * 2)
     vac[0, 0] = 1.0
     rho0 = np.kron(vac, np.asarray(product_state(rho0s)))
-    res = mesolve(
-        jnp.asarray(H),
-        jumps,
-        jnp.asarray(rho0),
-        jnp.asarray(tsave),
-        method=scfg["method"]
-        if scfg["method"] in ("tsit5", "dopri5", "dopri8", "kvaerno5")
-        else "tsit5",
-        rtol=scfg["rtol"],
-        atol=scfg["atol"],
-        max_steps=1_000_000,
-        batch_mode="map",
-    )
+    try:
+        res = mesolve(
+            jnp.asarray(H),
+            jumps,
+            jnp.asarray(rho0),
+            jnp.asarray(tsave),
+            method=scfg["method"]
+            if scfg["method"] in ("tsit5", "dopri5", "dopri8", "kvaerno5")
+            else "tsit5",
+            rtol=scfg["rtol"],
+            atol=scfg["atol"],
+            max_steps=1_000_000,
+            batch_mode="map",
+            fock_dims=(dcfg["n_levels"], *([2] * net.n)),
+            fock_modes=(0,),
+            max_top_population=dcfg["max_top_population"],
+        )
+    except TruncationError as err:
+        raise ConfigError(
+            f"`dicke.n_levels` = {dcfg['n_levels']} is too small: the mode's highest "
+            f"Fock level holds {err.population:.3g} at t = {err.t:.4g} (allowed: "
+            f"`dicke.max_top_population` = {err.limit:g}); raise `dicke.n_levels`"
+        ) from None
     states = res.states.reshape(len(ks), *res.states.shape[-3:])
     dims = [dcfg["n_levels"]] + [2] * net.n
-    return np.stack(
+    reduced = np.stack(
         [np.asarray(ptrace(states, j + 1, dims)) for j in range(net.n)], axis=2
     )
+    return reduced, float(np.max(res.top_population))
 
 
 def _figure(run: RunFolder, name: str, draw) -> str:
@@ -310,7 +329,8 @@ def run_blended(
     opts = {"method": scfg["method"], "rtol": scfg["rtol"], "atol": scfg["atol"]}
 
     if dcfg["enabled"]:
-        reduced = _dicke_reduced(net, [net.k], rho0s, tsave, dcfg, scfg)[0]
+        reduced, top = _dicke_reduced(net, [net.k], rho0s, tsave, dcfg, scfg)
+        reduced = reduced[0]
         # the mode couples all qubits: the reference is their mean reduced state
         blended = np.broadcast_to(reduced.mean(axis=1, keepdims=True), reduced.shape)
         reference = "mean reduced state of the qubits (collective mode: no closed B)"
@@ -350,7 +370,9 @@ def run_blended(
     if dcfg["enabled"]:
         sweep_k = [float(k) for k in cfg["sweep"]["ks"]]
         sweep_err = []
-        for red_k in _dicke_reduced(net, sweep_k, rho0s, tsave, dcfg, scfg):
+        reduced_k, top_k = _dicke_reduced(net, sweep_k, rho0s, tsave, dcfg, scfg)
+        summary["dicke_max_top_population"] = max(top, top_k)
+        for red_k in reduced_k:
             dev = trace_distances(red_k, red_k.mean(axis=1, keepdims=True))
             sweep_err.append(float(dev[tail].max()))
         slope, intercept = np.polyfit(np.log(sweep_k), np.log(sweep_err), 1)

@@ -1,6 +1,7 @@
 """The `qflow` command line: the default run, Lindblad configs, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def test_lindblad_default_config_writes_checked_results(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
+def test_run_resumes_after_kill_9_to_the_same_result(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         (REPO / "configs" / "damped_1mode.yaml").read_text() + "eval_samples: 20000\n"
@@ -65,7 +66,12 @@ def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["run", str(cfg), "--out", str(straight)]) == 0
     cmd = [sys.executable, "-m", "qflow_jax.cli", "run", str(cfg), "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the killed run fills a persistent compilation cache
+    cache = tmp_path / "cache"
+    env = {**os.environ, "QFLOW_JAX_COMPILE_CACHE": str(cache)}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     ckpt = killed / "checkpoint.npz"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -76,10 +82,22 @@ def test_run_resumes_after_kill_9_to_the_same_result(tmp_path):
     proc.wait()
     interval = int(np.load(ckpt)["interval"])
     assert 3 <= interval < 10, "the run must be killed part-way"
+    # TDVP's interval solve holds no host callbacks: the cache stores it
+    assert list(cache.glob("jit__evolve_interval-*"))
     assert main(["run", str(cfg), "--out", str(killed), "--resume"]) == 0
     a = np.load(straight / "observables.npz")
     b = np.load(killed / "observables.npz")
     np.testing.assert_allclose(b["n"], a["n"], rtol=1e-10, atol=1e-12)
+    # a finished folder resumed with another config is refused, naming the key
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg.read_text().replace("gamma: 1.0", "gamma: 0.5"))
+    assert "gamma: 0.5" in other.read_text()
+    capsys.readouterr()
+    assert main(["run", str(other), "--out", str(straight), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "config.model.gamma is 1.0 there, 0.5 now" in err
+    assert "Traceback" not in err
+    assert np.load(straight / "observables.npz")["n"].tolist() == a["n"].tolist()
 
 
 @pytest.mark.parametrize("name", ["qubit_decay", "damped_cavity"])

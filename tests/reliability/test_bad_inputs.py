@@ -116,6 +116,100 @@ CASES = {
         ValueError,
         r"`states` must have trace 1",
     ),
+    "mesolve: non-Hermitian time-dependent term": (
+        lambda: _mesolve(H=[qf.sigmaz(), [qf.sigmam(), lambda t: 1.0]]),
+        ValueError,
+        r"`H` must be Hermitian at t = tsave\[0\] \(H\(t\) with its time-depend",
+    ),
+    "mesolve: non-Hermitian callable H": (
+        lambda: _mesolve(H=lambda t: qf.sigmam()),
+        ValueError,
+        r"`H` must be Hermitian at t = tsave\[0\]",
+    ),
+    "mesolve: imaginary coefficient of a Hermitian term": (
+        lambda: _mesolve(H=[qf.sigmaz(), [qf.sigmax(), lambda t: 1j]]),
+        ValueError,
+        r"`H` must be Hermitian",
+    ),
+    "mesolve: H non-Hermitian only later": (
+        lambda: _mesolve(
+            H=[qf.sigmaz(), [qf.sigmam(), lambda t: jnp.where(t > 0.3, 1.0, 0.0)]]
+        ),
+        ValueError,
+        r"`H` must be Hermitian at t = ",
+    ),
+    "mesolve: non-Hermitian rho0": (
+        lambda: _mesolve(rho0=jnp.array([[1.0, 1.0], [0.0, 0.0]])),
+        ValueError,
+        r"`rho0` must be Hermitian",
+    ),
+    "mesolve: NaN jump operator": (
+        lambda: _mesolve(jump_ops=[qf.sigmam() * NAN]),
+        ValueError,
+        r"`jump_ops\[0\]` contains non-finite",
+    ),
+    "mesolve: fock_dims of the wrong product": (
+        lambda: _mesolve(fock_dims=(3,)),
+        ValueError,
+        r"`fock_dims` \(3,\) must multiply to the dimension n = 2",
+    ),
+    "mesolve: float fock_dims": (
+        lambda: _mesolve(fock_dims=(2.0,)),
+        ValueError,
+        r"`fock_dims` must be integers >= 2",
+    ),
+    "mesolve: fock_modes outside fock_dims": (
+        lambda: _mesolve(fock_dims=(2,), fock_modes=(1,)),
+        ValueError,
+        r"`fock_modes` must be indices into `fock_dims`",
+    ),
+    "mesolve: zero max_top_population": (
+        lambda: _mesolve(fock_dims=(2,), max_top_population=0.0),
+        ValueError,
+        r"`max_top_population` must be a number > 0",
+    ),
+    "mesolve: Fock truncation too small": (
+        lambda: qf.mesolve(
+            qf.number(4), [qf.destroy(4)], qf.fock_dm(4, 3), [0, 1], fock_dims=(4,)
+        ),
+        qf.TruncationError,
+        r"the highest level \(n = 3\) of mode 0 holds 1 at t = 0",
+    ),
+    "mesolve: zero max_steps": (
+        lambda: _mesolve(max_steps=0),
+        ValueError,
+        r"`max_steps` must be a positive integer",
+    ),
+    "mesolve: unknown method name": (
+        lambda: _mesolve(method="rk45"),
+        ValueError,
+        r"`method` must be one of",
+    ),
+    "ptrace: dims that do not multiply to n": (
+        lambda: qf.ptrace(qf.fock_dm(4, 0), 0, [3, 2]),
+        ValueError,
+        r"`dims` \[3, 2\] multiply to 6",
+    ),
+    "network: edge to a qubit that does not exist": (
+        lambda: _network(edges=[(0, 5)]),
+        ValueError,
+        r"`edges\[0\]` = \(0, 5\) names a qubit outside 0..2",
+    ),
+    "TDVPSettings: negative step": (
+        lambda: qf.TDVPSettings(dt=-0.1),
+        ValueError,
+        r"`dt` must be finite and > 0",
+    ),
+    "TDVPSettings: zero batch": (
+        lambda: qf.TDVPSettings(batch_size=0),
+        ValueError,
+        r"`batch_size` must be a positive integer",
+    ),
+    "EulerKLSettings: zero learning rate": (
+        lambda: qf.EulerKLSettings(learning_rate=0.0),
+        ValueError,
+        r"`learning_rate` must be finite and > 0",
+    ),
     "solve_grid: unknown scheme": (
         lambda: _grid(scheme="fem"),
         ValueError,

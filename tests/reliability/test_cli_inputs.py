@@ -1,0 +1,412 @@
+"""Bad input through the command line: every case ends with exit code 2 and a
+one-line message naming the argument, never a traceback, before any long solve.
+
+Run folders and checkpoints: a damaged checkpoint, one of an older version, or
+one written by another config, seed or version is refused with exit code 2.
+"""
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+import yaml
+
+from qflow_jax.cli import main
+
+_RUN_BASE = {
+    "name": "q",
+    "model": {"kind": "damped_modes", "modes": 1, "omega": 1.0, "gamma": 1.0},
+    "initial": {"kind": "coherent", "alpha": [[2.0, 0.0]]},
+}
+
+
+def run_cfg(**sections) -> str:
+    """A `qflow run` config: the damped mode with `sections` replaced."""
+    return yaml.safe_dump({**_RUN_BASE, **sections})
+
+
+QUBIT = "model: {kind: qubit_decay}\n"
+NET3 = "network: {n: 3, k: 1.0, initial: ['0', '1', '0'], "
+
+# name: (arguments, config text or None, expected part of the message); {cfg} is
+# the config file, {tmp} an empty folder, {file} a regular file
+CASES = {
+    # qflow run
+    "run: infinite t_end": (
+        ["run", "{cfg}"],
+        run_cfg(times={"t_end": float("inf")}),
+        "`times.t_end` must be finite",
+    ),
+    "run: NaN initial alpha": (
+        ["run", "{cfg}"],
+        run_cfg(initial={"kind": "coherent", "alpha": [[float("nan"), 0.0]]}),
+        "`initial.alpha` must be finite",
+    ),
+    "run: NaN omega": (
+        ["run", "{cfg}"],
+        run_cfg(model={"kind": "damped_modes", "modes": 1, "omega": float("nan")}),
+        "`model.omega` must be finite",
+    ),
+    "run: negative gamma": (
+        ["run", "{cfg}"],
+        run_cfg(model={"kind": "damped_modes", "modes": 1, "gamma": -1.0}),
+        "`model.gamma` must be > 0",
+    ),
+    "run: float seed": (["run", "{cfg}"], run_cfg(seed=1.5), "`seed` must be int"),
+    "run: unknown method": (
+        ["run", "{cfg}"],
+        run_cfg(method="sgd"),
+        "`method` must be one of",
+    ),
+    "run: zero TDVP step": (
+        ["run", "{cfg}"],
+        run_cfg(tdvp={"dt": 0}),
+        "`tdvp.dt` must be > 0",
+    ),
+    "run: negative TDVP rtol": (
+        ["run", "{cfg}"],
+        run_cfg(tdvp={"rtol": -1e-6}),
+        "`tdvp.rtol` must be > 0",
+    ),
+    "run: NaN TDVP rcond": (
+        ["run", "{cfg}"],
+        run_cfg(tdvp={"rcond": float("nan")}),
+        "`tdvp.rcond` must be finite",
+    ),
+    "run: one save time": (
+        ["run", "{cfg}"],
+        run_cfg(times={"n_save": 1}),
+        "`times.n_save` must be >= 2",
+    ),
+    "run: negative flow layers": (
+        ["run", "{cfg}"],
+        run_cfg(flow={"layers": -2}),
+        "`flow.layers` must be > 0",
+    ),
+    "run: metrics of a mode that does not exist": (
+        ["run", "{cfg}"],
+        run_cfg(metrics={"mode": 3}),
+        "`metrics.mode` must be a mode index below 1",
+    ),
+    "run: zero eval samples": (
+        ["run", "{cfg}"],
+        run_cfg(eval_samples=0),
+        "`eval_samples` must be > 0",
+    ),
+    "run: duplicate key": (
+        ["run", "{cfg}"],
+        "name: q\nseed: 1\nseed: 2\n",
+        "duplicate key 'seed' on line 3 (first on line 2)",
+    ),
+    "run: unknown key": (
+        ["run", "{cfg}"],
+        run_cfg(gamma=1.0),
+        "unknown key `gamma`",
+    ),
+    "run: unknown operator in an expression": (
+        ["run", "{cfg}"],
+        run_cfg(
+            model={
+                "kind": "expression",
+                "modes": 1,
+                "hamiltonian": "adag(0) @ b(0)",
+                "jump_ops": [],
+            }
+        ),
+        "`model.hamiltonian`: only a(j), adag(j)",
+    ),
+    "run: mode index beyond the modes": (
+        ["run", "{cfg}"],
+        run_cfg(
+            model={
+                "kind": "expression",
+                "modes": 1,
+                "hamiltonian": "adag(1) @ a(1)",
+                "jump_ops": [],
+            }
+        ),
+        "`model.hamiltonian`: mode index 1 out of range",
+    ),
+    "run: a list instead of a mapping": (
+        ["run", "{cfg}"],
+        "- 1\n- 2\n",
+        "must hold a mapping at the top level",
+    ),
+    "run: config is a folder": (["run", "{tmp}"], None, "config file not found"),
+    "run: --out under a regular file": (
+        ["run", "--out", "{file}/sub"],
+        None,
+        "cannot create the output folder",
+    ),
+    "run: --out under /proc": (
+        ["run", "--out", "/proc/qflow_out"],
+        None,
+        "cannot create the output folder /proc/qflow_out",
+    ),
+    "run: half the distributed flags": (
+        ["run", "--coordinator", "localhost:1234"],
+        None,
+        "--num-processes",
+    ),
+    # qflow lindblad
+    "lindblad: Kerr oscillator truncated at N = 5": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: kerr_oscillator, N: 5}\n",
+        "`model.N` = 5 is too small: the highest Fock level holds",
+    ),
+    "lindblad: thermal cavity truncated at N = 10": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: damped_cavity, N: 10, n_thermal: 5}\n",
+        "`model.N` = 10 is too small for the initial state",
+    ),
+    "lindblad: NaN omega": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: damped_cavity, omega: .nan}\n",
+        "`model.omega` must be finite",
+    ),
+    "lindblad: NaN alpha0": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: damped_cavity, alpha0: [.nan, 0]}\n",
+        "`model.alpha0` must be finite",
+    ),
+    "lindblad: infinite t_end": (
+        ["lindblad", "{cfg}"],
+        QUBIT + "times: {t_end: .inf}\n",
+        "`times.t_end` must be finite",
+    ),
+    "lindblad: negative rtol": (
+        ["lindblad", "{cfg}"],
+        QUBIT + "solver: {rtol: -1.0e-6}\n",
+        "`solver.rtol` must be > 0",
+    ),
+    "lindblad: zero atol": (
+        ["lindblad", "{cfg}"],
+        QUBIT + "solver: {atol: 0}\n",
+        "`solver.atol` must be > 0",
+    ),
+    "lindblad: zero truncation threshold": (
+        ["lindblad", "{cfg}"],
+        QUBIT + "truncation: {max_top_population: 0}\n",
+        "`truncation.max_top_population` must be > 0",
+    ),
+    "lindblad: negative decay rate": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: qubit_decay, gamma: -0.5}\n",
+        "`model.gamma` must be >= 0",
+    ),
+    "lindblad: string N": (
+        ["lindblad", "{cfg}"],
+        "model: {kind: damped_cavity, N: ten}\n",
+        "`model.N` must be int",
+    ),
+    # qflow blended
+    "blended: float qubit indices": (
+        ["blended", "{cfg}"],
+        NET3 + "graph: custom, edges: [[0.7, 1.9, 1.0]]}\n",
+        "`edges[0]` names qubit 0.7; qubit indices are integers",
+    ),
+    "blended: NaN swap gain": (
+        ["blended", "{cfg}"],
+        "network: {n: 3, k: .nan, initial: ['0', '1', '0']}\n",
+        "`network.k` must be finite",
+    ),
+    "blended: NaN coupling strength": (
+        ["blended", "{cfg}"],
+        NET3 + "couplings: [[0, 1, ZZ, .nan]]}\n",
+        "`network.couplings` must be finite",
+    ),
+    "blended: NaN local field": (
+        ["blended", "{cfg}"],
+        NET3 + "fields: [[.nan, 0, 1], [0, 0, 1], [0, 0, 1]]}\n",
+        "`network.fields` must be finite",
+    ),
+    "blended: unknown graph": (
+        ["blended", "{cfg}"],
+        NET3 + "graph: torus}\n",
+        "`network.graph` must be one of",
+    ),
+    "blended: too few initial states": (
+        ["blended", "{cfg}"],
+        "network: {n: 3, k: 1.0, initial: ['0', '1']}\n",
+        "`network.initial` must hold n=3 states, got 2",
+    ),
+    "blended: Dicke mode truncated at 2 levels": (
+        ["blended", "{cfg}"],
+        "network: {n: 2, k: 1.0, initial: ['1', '1']}\n"
+        "dicke: {enabled: true, n_levels: 2, g: 2.0}\n"
+        "times: {t_end: 2.0, n_save: 11}\nsweep: {ks: [1.0, 2.0]}\n",
+        "`dicke.n_levels` = 2 is too small",
+    ),
+    # qflow bench
+    "bench: NaN time budget": (
+        ["bench", "dims", "--time-budget", "nan"],
+        None,
+        "argument --time-budget: must be a finite number > 0, got 'nan'",
+    ),
+    "bench: negative time budget": (
+        ["bench", "dims", "--time-budget", "-5"],
+        None,
+        "argument --time-budget: must be a finite number > 0",
+    ),
+    "bench: infinite memory budget": (
+        ["bench", "dims", "--memory-budget", "inf"],
+        None,
+        "argument --memory-budget: must be a finite number > 0",
+    ),
+    "bench: unknown suite": (["bench", "nosuch"], None, "no suite 'nosuch'"),
+    "bench: unknown method": (
+        ["bench", "dims", "--methods", "magic"],
+        None,
+        "`--methods` ['magic'] not in the suite",
+    ),
+    # qflow pinn
+    "pinn: NaN learning rate": (
+        ["pinn", "{cfg}"],
+        "pinn: {learning_rate: .nan}\n",
+        "`pinn.learning_rate` must be finite",
+    ),
+    "pinn: unknown key": (
+        ["pinn", "{cfg}"],
+        "pinn: {epochs: 3}\n",
+        "unknown key `pinn.epochs`",
+    ),
+    # qflow collect
+    "collect: unfinished run folder": (
+        ["collect", "{tmp}"],
+        None,
+        "has no summary.json",
+    ),
+}
+
+
+def qflow(args: list[str]) -> tuple[int, str]:
+    """Runs the `qflow` CLI in this process: (exit code, stderr)."""
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        try:
+            code = main(args)
+        except SystemExit as exit_:  # argparse's errors
+            code = exit_.code
+    return code, err.getvalue()
+
+
+def assert_refused(args: list[str], message: str) -> None:
+    code, err = qflow(args)
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err
+    # one line (after any progress bar or argparse's usage line)
+    assert message in err.strip().splitlines()[-1], err
+
+
+@pytest.mark.filterwarnings("ignore:a coherent state")
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
+    argv, text, message = CASES[case]
+    cfg, file = tmp_path / "config.yaml", tmp_path / "file"
+    if text is not None:
+        cfg.write_text(text)
+    file.write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    args = [a.format(cfg=cfg, tmp=tmp_path / "empty", file=file) for a in argv]
+    if args[0] != "collect" and "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    assert_refused(args, message)
+
+
+# ------------------------------------------------------------ checkpoints: resume
+
+
+def _checkpoint(folder, config, **change):
+    """A checkpoint of `config` as `qflow run` writes it after its first interval,
+    then with the fields in `change` replaced (None: removed)."""
+    from qflow_jax.evolution.run import _save_checkpoint, validate_qflow_config
+    from qflow_jax.runs import RunFolder
+
+    cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
+    _save_checkpoint(RunFolder(folder), 1, {}, {"records": []}, [np.zeros(4)], cfg)
+    path = folder / "checkpoint.npz"
+    if change:
+        with np.load(path) as data:
+            fields = {k: data[k] for k in data.files}
+        for key, value in change.items():
+            if value is None:
+                fields.pop(key)
+            else:
+                fields[key] = value
+        np.savez(path, **fields)
+    return path
+
+
+def _fingerprint(config, **patch):
+    from qflow_jax.evolution.run import _NOT_FINGERPRINTED, validate_qflow_config
+    from qflow_jax.runs import fingerprint
+
+    cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
+    fp = fingerprint(cfg, _NOT_FINGERPRINTED) | patch
+    return np.asarray(json.dumps(fp))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "checkpoint.npz is damaged (BadZipFile"),
+        ("no interval", "checkpoint.npz is damaged (KeyError"),
+        ("no fingerprint", "carries no run fingerprint (written by an older"),
+        ("other version", "qflow_jax is '0.0.1' there, '"),
+        ("other gamma", "config.model.gamma is 1.0 there, 0.5 now"),
+        ("other seed", "config.seed is 0 there, 7 now"),
+    ],
+)
+def test_resume_refuses_damaged_and_foreign_checkpoints(tmp_path, damage, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(run_cfg())
+    out = tmp_path / "out"
+    if damage == "truncated":
+        path = _checkpoint(out, config)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "no interval":
+        _checkpoint(out, config, interval=None)
+    elif damage == "no fingerprint":
+        _checkpoint(out, config, fingerprint=None)
+    elif damage == "other version":
+        _checkpoint(out, config, fingerprint=_fingerprint(config, qflow_jax="0.0.1"))
+    else:
+        _checkpoint(out, config)
+        other = yaml.safe_load(run_cfg())
+        if damage == "other gamma":
+            other["model"]["gamma"] = 0.5
+        else:
+            other["seed"] = 7
+        config.write_text(yaml.safe_dump(other))
+    assert_refused(["run", str(config), "--out", str(out), "--resume"], message)
+
+
+def test_resume_refuses_a_checkpoint_whose_parameters_do_not_load(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(run_cfg(times={"t_end": 0.2, "n_save": 3}))
+    out = tmp_path / "out"
+    _checkpoint(out, config, params=np.frombuffer(b"\x93garbage", np.uint8))
+    assert_refused(
+        ["run", str(config), "--out", str(out), "--resume"],
+        "its flow parameters do not load",
+    )
+
+
+def test_bench_resume_refuses_damaged_and_foreign_results(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    results = out / "results.json"
+    args = ["bench", "dims", "--quick", "--out", str(out), "--resume"]
+    results.write_text('{"rows": [')
+    assert_refused(args, "results.json is damaged (JSONDecodeError")
+    from qflow_jax.bench.suite import _fingerprint as bench_fingerprint
+    from qflow_jax.bench.suite import load_suite
+
+    cfg = load_suite("dims", True, None, None, None, None)
+    fp = bench_fingerprint(cfg, cfg["methods"])
+    fp["config"]["problem"]["seed"] = 5
+    results.write_text(json.dumps({"rows": [], "fingerprint": fp}))
+    assert_refused(args, "config.problem.seed is 5 there, 0 now")
