@@ -189,7 +189,6 @@ def test_refinement_comparison_is_the_largest_difference_of_n():
         (["nope"], "no suite 'nope'"),
         (["dims", "--sizes", "3"], "`--sizes` [3] not in the suite's sizes"),
         (["dims", "--methods", "magic"], "`--methods` ['magic'] not in the suite"),
-        (["dims", "--time-budget", "-1"], "`budgets.time_s` must be a positive"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, capsys):

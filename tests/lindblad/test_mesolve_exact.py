@@ -92,3 +92,34 @@ def test_invariants_along_trajectory(rng):
     np.testing.assert_allclose(np.trace(rho, axis1=1, axis2=2), 1.0, atol=1e-7)
     np.testing.assert_allclose(rho, np.conj(np.swapaxes(rho, 1, 2)), atol=1e-12)
     assert np.linalg.eigvalsh(rho).min() > -1e-7
+
+
+def test_top_population_of_decaying_fock_states():
+    # |2> x |3> under L_j = sqrt(g_j) a_j: no level above the initial one is ever
+    # populated, so the truncation is exact and the top levels decay as
+    # exp(-2 g_0 t) and exp(-3 g_1 t)
+    import jax
+
+    g = (0.3, 0.5)
+    a = [qf.tensor(qf.destroy(3), qf.eye(4)), qf.tensor(qf.eye(3), qf.destroy(4))]
+    rho0 = qf.tensor(qf.fock_dm(3, 2), qf.fock_dm(4, 3))
+    t = jnp.linspace(0.0, 2.0, 5)
+    jumps = [np.sqrt(g[j]) * a[j] for j in range(2)]
+
+    def solve(rho0, **kw):
+        return qf.mesolve(0 * qf.eye(12), jumps, rho0, t, fock_dims=(3, 4), **TOL, **kw)
+
+    res = solve(rho0, max_top_population=1.0, exp_ops=[a[0].conj().T @ a[0]])
+    exact = np.stack([np.exp(-2 * g[0] * t), np.exp(-3 * g[1] * t)])
+    np.testing.assert_allclose(res.top_population, exact, atol=1e-9)
+    # the expectation values asked for are unchanged by the projectors added
+    assert res.expects.shape == (1, 5)
+    res1 = solve(rho0, fock_modes=(1,), max_top_population=1.0)
+    np.testing.assert_allclose(res1.top_population, exact[1:], atol=1e-9)
+    with pytest.raises(
+        qf.TruncationError, match=r"\(n = 3\) of mode 1 holds 1 at t = 0"
+    ):
+        solve(rho0, fock_modes=(1,))
+    # traced: the program raises
+    with pytest.raises(Exception, match="the Fock truncation is too small"):
+        jax.jit(lambda r: solve(r).top_population)(rho0).block_until_ready()
