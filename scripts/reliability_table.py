@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliabil
 
 from test_bad_inputs import CASES as API_CASES  # noqa: E402
 from test_cli_inputs import CASES as CLI_CASES  # noqa: E402
+from test_cli_inputs import case_args  # noqa: E402
 
 LIMIT_S = 20
 
@@ -38,18 +39,11 @@ def _alarm(signum, frame):
     raise _Late
 
 
-def cli_outcome(argv, text, message) -> str:
+def cli_outcome(case: str) -> str:
     from qflow_jax.cli import main
 
-    tmp = Path(tempfile.mkdtemp())
-    cfg, file = tmp / "config.yaml", tmp / "file"
-    if text is not None:
-        cfg.write_text(text)
-    file.write_text("not a folder")
-    (tmp / "empty").mkdir()
-    args = [a.format(cfg=cfg, tmp=tmp / "empty", file=file) for a in argv]
-    if args[0] != "collect" and "--out" not in args:
-        args += ["--out", str(tmp / "out")]
+    args = case_args(case, Path(tempfile.mkdtemp()))
+    message = CLI_CASES[case][2]
     err = io.StringIO()
     signal.alarm(LIMIT_S)
     try:
@@ -93,7 +87,7 @@ def api_outcome(call, error, match) -> str:
 
 def main() -> None:
     signal.signal(signal.SIGALRM, _alarm)
-    rows = [("CLI", k, cli_outcome(*v)) for k, v in CLI_CASES.items()]
+    rows = [("CLI", k, cli_outcome(k)) for k in CLI_CASES]
     rows += [("API", k, api_outcome(*v)) for k, v in API_CASES.items()]
     print("| via | case | outcome |\n|---|---|---|")
     for via, case, outcome in rows:

@@ -197,3 +197,20 @@ def test_collect_gathers_run_summaries_into_one_table(tmp_path, capsys):
 def test_distributed_flags_must_come_together(capsys):
     assert main(["run", "--coordinator", "localhost:1234"]) == 2
     assert "must be given together" in capsys.readouterr().err
+
+
+def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from qflow_jax.runs import compilation_cache_dir
+
+    monkeypatch.setenv("QFLOW_JAX_COMPILE_CACHE", "off")
+    assert compilation_cache_dir() is None
+    monkeypatch.setenv("QFLOW_JAX_COMPILE_CACHE", str(tmp_path / "c"))
+    assert compilation_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("QFLOW_JAX_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache_dir() == tmp_path / "qflow_jax" / "jax"
+    # --no-compile-cache is accepted by every solving command
+    from qflow_jax.cli import _parser
+
+    args = _parser().parse_args(["lindblad", "x.yaml", "--no-compile-cache"])
+    assert args.no_compile_cache

@@ -301,10 +301,10 @@ def assert_refused(args: list[str], message: str) -> None:
     assert message in err.strip().splitlines()[-1], err
 
 
-@pytest.mark.filterwarnings("ignore:a coherent state")
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
-    argv, text, message = CASES[case]
+def case_args(case: str, tmp_path) -> list[str]:
+    """The command line of `case` with its files in `tmp_path` (also used by
+    scripts/reliability_table.py)."""
+    argv, text, _ = CASES[case]
     cfg, file = tmp_path / "config.yaml", tmp_path / "file"
     if text is not None:
         cfg.write_text(text)
@@ -313,7 +313,13 @@ def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
     args = [a.format(cfg=cfg, tmp=tmp_path / "empty", file=file) for a in argv]
     if args[0] != "collect" and "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
-    assert_refused(args, message)
+    return args
+
+
+@pytest.mark.filterwarnings("ignore:a coherent state")
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
+    assert_refused(case_args(case, tmp_path), CASES[case][2])
 
 
 # ------------------------------------------------------------ checkpoints: resume
