@@ -16,9 +16,16 @@ from qflow_jax.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_default_run_is_qflow_on_the_damped_oscillator(tmp_path):
-    assert main(["run", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The README's main job, `qflow run` on its built-in problem: run once here."""
+    out = tmp_path_factory.mktemp("default_run")
+    assert main(["run", "--out", str(out)]) == 0
+    return out
+
+
+def test_default_run_is_qflow_on_the_damped_oscillator(default_run):
+    summary = json.loads((default_run / "summary.json").read_text())
     assert summary["config"]["name"] == "damped_1mode"
     assert summary["config"]["method"] == "tdvp"
     m = summary["metrics"]
@@ -27,10 +34,10 @@ def test_default_run_is_qflow_on_the_damped_oscillator(tmp_path):
     assert m["final_kl_exact_flow"] < 1e-3
     assert m["max_rel_error_n"] < 0.02
     assert abs(m["normalization"] - 1.0) < 5 * m["normalization_stderr"] + 1e-3
-    arrays = np.load(tmp_path / "observables.npz")
+    arrays = np.load(default_run / "observables.npz")
     assert arrays["t"].shape == (11,)
     for png in ("observables.png", "q_snapshot.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (default_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_lindblad_default_config_writes_checked_results(tmp_path):
@@ -58,14 +65,9 @@ def test_lindblad_default_config_writes_checked_results(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_resumes_after_kill_9_to_the_same_result(tmp_path, capsys):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        (REPO / "configs" / "damped_1mode.yaml").read_text() + "eval_samples: 20000\n"
-    )
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert main(["run", str(cfg), "--out", str(straight)]) == 0
-    cmd = [sys.executable, "-m", "qflow_jax.cli", "run", str(cfg), "--out", str(killed)]
+def test_run_resumes_after_kill_9_to_the_same_result(default_run, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "qflow_jax.cli", "run", "--out", str(killed)]
     # the killed run fills a persistent compilation cache
     cache = tmp_path / "cache"
     env = {**os.environ, "QFLOW_JAX_COMPILE_CACHE": str(cache)}
@@ -84,20 +86,23 @@ def test_run_resumes_after_kill_9_to_the_same_result(tmp_path, capsys):
     assert 3 <= interval < 10, "the run must be killed part-way"
     # TDVP's interval solve holds no host callbacks: the cache stores it
     assert list(cache.glob("jit__evolve_interval-*"))
-    assert main(["run", str(cfg), "--out", str(killed), "--resume"]) == 0
-    a = np.load(straight / "observables.npz")
+    assert main(["run", "--out", str(killed), "--resume"]) == 0
+    a = np.load(default_run / "observables.npz")
     b = np.load(killed / "observables.npz")
     np.testing.assert_allclose(b["n"], a["n"], rtol=1e-10, atol=1e-12)
     # a finished folder resumed with another config is refused, naming the key
+    from qflow_jax.evolution.run import DEFAULT_QFLOW_CONFIG
+
     other = tmp_path / "other.yaml"
-    other.write_text(cfg.read_text().replace("gamma: 1.0", "gamma: 0.5"))
-    assert "gamma: 0.5" in other.read_text()
+    config = json.loads(json.dumps(DEFAULT_QFLOW_CONFIG))
+    config["model"]["gamma"] = 0.5
+    other.write_text(json.dumps(config))  # JSON is YAML
     capsys.readouterr()
-    assert main(["run", str(other), "--out", str(straight), "--resume"]) == 2
+    assert main(["run", str(other), "--out", str(killed), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "config.model.gamma is 1.0 there, 0.5 now" in err
     assert "Traceback" not in err
-    assert np.load(straight / "observables.npz")["n"].tolist() == a["n"].tolist()
+    assert np.load(killed / "observables.npz")["n"].tolist() == b["n"].tolist()
 
 
 @pytest.mark.parametrize("name", ["qubit_decay", "damped_cavity"])
