@@ -14,14 +14,18 @@ still run in single precision. To leave JAX's default (32-bit) untouched, set th
 environment variable `QFLOW_JAX_X64=0` before the import; `qf.set_precision("single")`
 or `qf.set_precision("double")` switches at any time.
 
-The heavy families (flows, evolution, PINN) are imported on first use.
+Every name is imported on first use, so `import qflow_jax` (and the `qflow` command's
+`--help`) does not import JAX; 64-bit floats are switched on through JAX's
+`JAX_ENABLE_X64` variable when JAX is not imported yet (child processes inherit it),
+through `jax.config` when it is.
 """
 
 import importlib
 import os
+import sys
 import warnings
 
-import jax
+__version__ = "0.1.0"
 
 
 def set_precision(precision: str) -> None:
@@ -34,89 +38,44 @@ def set_precision(precision: str) -> None:
     """
     if precision not in ("single", "double"):
         raise ValueError(f"`precision` must be 'single' or 'double', got {precision!r}")
+    import jax
+
     jax.config.update("jax_enable_x64", precision == "double")
 
 
 if os.environ.get("QFLOW_JAX_X64", "1").strip().lower() not in ("0", "false", "no"):
-    set_precision("double")
+    if "jax" in sys.modules:
+        set_precision("double")
+    else:  # read by JAX when it is imported
+        os.environ["JAX_ENABLE_X64"] = "1"
 
-from qflow_jax.core.methods import (  # noqa: E402
-    RK4,
-    Auto,
-    Dopri5,
-    Dopri8,
-    Euler,
-    Heun,
-    KenCarp4,
-    KenCarp5,
-    Kvaerno3,
-    Kvaerno5,
-    Lawson,
-    Solver,
-    Tsit5,
-    method_from,
-)
-from qflow_jax.core.result import SolveResult  # noqa: E402
-from qflow_jax.core.timeops import constant, modulated, timecallable  # noqa: E402
-from qflow_jax.husimi import (  # noqa: E402
-    QPDE,
-    Grid,
-    GridSolution,
-    compile_qpde,
-    husimi_q,
-    solve_grid,
-)
-from qflow_jax.lindblad import MESolveResult, TruncationError, mesolve  # noqa: E402
-from qflow_jax.network import (  # noqa: E402
-    NetworkResult,
-    QubitNetwork,
-    ReducedResult,
-    blended_lindbladian,
-    blended_network_mesolve,
-    blended_trajectory,
-    k_sweep,
-    laplacian_spectrum,
-    network_mesolve,
-    solve_reduced,
-)
-from qflow_jax.operators import (  # noqa: E402
-    basis,
-    coherent,
-    coherent_dm,
-    create,
-    destroy,
-    expect,
-    eye,
-    fidelity,
-    fock,
-    fock_dm,
-    ket2dm,
-    number,
-    ptrace,
-    sigmam,
-    sigmap,
-    sigmax,
-    sigmay,
-    sigmaz,
-    tensor,
-    thermal_dm,
-    trace_distance,
-)
-
-__version__ = "0.1.0"
-
-# loaded on first use: name -> module
-_LAZY = {
-    "NormalizingFlow": "qflow_jax.flows",
-    "EulerKLSettings": "qflow_jax.evolution",
-    "EvolutionResult": "qflow_jax.evolution",
-    "TDVPSettings": "qflow_jax.evolution",
-    "evolve_euler_kl": "qflow_jax.evolution",
-    "evolve_tdvp": "qflow_jax.evolution",
-    "PINNSettings": "qflow_jax.pinn",
-    "PINNSolution": "qflow_jax.pinn",
-    "train_pinn": "qflow_jax.pinn",
+# every public name -> the module that defines it (imported on first use)
+_MODULES = {
+    "qflow_jax.core.methods": (
+        "RK4 Auto Dopri5 Dopri8 Euler Heun KenCarp4 KenCarp5 Kvaerno3 Kvaerno5 "
+        "Lawson Solver Tsit5 method_from"
+    ),
+    "qflow_jax.core.result": "SolveResult",
+    "qflow_jax.core.timeops": "constant modulated timecallable",
+    "qflow_jax.husimi": "QPDE Grid GridSolution compile_qpde husimi_q solve_grid",
+    "qflow_jax.lindblad": "MESolveResult TruncationError mesolve",
+    "qflow_jax.network": (
+        "NetworkResult QubitNetwork ReducedResult blended_lindbladian "
+        "blended_network_mesolve blended_trajectory k_sweep laplacian_spectrum "
+        "network_mesolve solve_reduced"
+    ),
+    "qflow_jax.operators": (
+        "basis coherent coherent_dm create destroy expect eye fidelity fock fock_dm "
+        "ket2dm number ptrace sigmam sigmap sigmax sigmay sigmaz tensor thermal_dm "
+        "trace_distance"
+    ),
+    "qflow_jax.flows": "NormalizingFlow",
+    "qflow_jax.evolution": (
+        "EulerKLSettings EvolutionResult TDVPSettings evolve_euler_kl evolve_tdvp"
+    ),
+    "qflow_jax.pinn": "PINNSettings PINNSolution train_pinn",
 }
+_LAZY = {name: module for module, names in _MODULES.items() for name in names.split()}
 _DEPRECATED = {"run_blended": "qflow_jax.network.run"}
 
 
@@ -134,6 +93,10 @@ def __getattr__(name: str):
         )
         return getattr(importlib.import_module(_DEPRECATED[name]), name)
     raise AttributeError(f"module 'qflow_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """The `qflow` command line.
 
+    qflow --version | --help           (neither imports JAX)
     qflow run [CONFIG] [--out DIR] [--resume]   Q-Flow (built-in default problem)
         [--coordinator HOST:PORT --num-processes N --process-id I]  several processes
     qflow pinn CONFIG [--out DIR]       the PINN baseline on a damped problem
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from qflow_jax import __version__
 from qflow_jax.config import ConfigError, load_yaml
 from qflow_jax.runs import compilation_cache_dir, enable_compilation_cache, to_jsonable
 
@@ -103,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qflow",
         description="qflow_jax: JAX simulator of open quantum dynamics.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"qflow_jax {__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)

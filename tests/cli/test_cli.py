@@ -219,3 +219,22 @@ def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path)
 
     args = _parser().parse_args(["lindblad", "x.yaml", "--no-compile-cache"])
     assert args.no_compile_cache
+
+
+def test_version_and_help_do_not_import_jax():
+    code = (
+        "import sys\n"
+        "from qflow_jax.cli import main\n"
+        "for flag in ('--version', '--help'):\n"
+        "    try:\n"
+        "        main([flag])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0\n"
+        "assert 'jax' not in sys.modules, 'jax imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("qflow_jax 0.1.0\n")
+    assert "usage: qflow" in proc.stdout
