@@ -165,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         help="the comparison suite (Q-Flow vs grids, PINN, exact; engines vs peers)",
-        description="Run a comparison suite (configs/bench/SUITE.yaml, or a path to "
+        description="Run a comparison suite (dims, bosonic, engines: shipped with "
+        "the package; or a path to "
         "a suite YAML): every method at every size within the same budgets; writes "
         "results.json, results.md and log-log plots.",
     )

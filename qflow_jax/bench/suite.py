@@ -1,6 +1,8 @@
 """`qflow bench SUITE`: the comparison suite, one command for the whole table.
 
-A suite config (YAML, `configs/bench/NAME.yaml`) names the problem family, the sizes
+A suite config (YAML; the shipped ones, `dims`, `bosonic`, `engines`, are package data
+in `qflow_jax/bench/suites/`, so `qflow bench NAME` works from any folder) names the
+problem family, the sizes
 (real dimensions 2N), the budgets and the methods with their settings; nothing about
 a method's settings lives in code. Two suite kinds:
 
@@ -13,7 +15,9 @@ a method's settings lives in code. Two suite kinds:
   it was already over the budget at a smaller size). Nothing is skipped silently.
 - `engines`: the Lindblad benchmarks (`benchmarks/lindblad_bosonic.py`,
   `benchmarks/network.py`) against QuTiP and dynamiqs, run as scripts; their rows
-  join the same report.
+  join the same report. The scripts are part of the source tree, not of the
+  installed package: they are found relative to the current folder or to the
+  source checkout the package runs from.
 
 Outputs in the results folder: results.json (every row, the machine, the config),
 results.md (the tables), and log-log plots of error, time and memory against the
@@ -103,20 +107,36 @@ def _merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
+# the shipped suite configs (package data)
+SUITES = Path(__file__).resolve().parent / "suites"
+
+
 def _resolve(suite: str | Path) -> Path:
     path = Path(suite)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError(f"suite config {str(path)!r} does not exist")
         return path
-    named = Path("configs") / "bench" / f"{suite}.yaml"
+    named = SUITES / f"{suite}.yaml"
     if not named.is_file():
-        have = sorted(p.stem for p in named.parent.glob("*.yaml"))
+        have = sorted(p.stem for p in SUITES.glob("*.yaml"))
         raise ConfigError(
-            f"no suite {str(suite)!r}: expected {named} (run from the repository "
-            f"root) or a path to a suite YAML; suites here: {have or 'none'}"
+            f"no suite {str(suite)!r}: the shipped suites are {', '.join(have)}; "
+            "or give a path to a suite YAML"
         )
     return named
+
+
+def _script(script: str) -> Path:
+    """A benchmark script of an `engines` suite: relative to the current folder, or
+    to the source checkout this package runs from."""
+    for path in (Path(script), Path(__file__).resolve().parents[2] / script):
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"benchmark script {script!r} not found: the engines suite runs the "
+        "benchmark scripts of a qflow_jax source checkout (run it from there)"
+    )
 
 
 def load_suite(
@@ -555,11 +575,7 @@ def _run_engines(cfg: dict, run: RunFolder, results: dict, progress: bool) -> No
     for script in cfg["scripts"]:
         if script in finished:
             continue
-        path = Path(script)
-        if not path.is_file():
-            raise ConfigError(
-                f"benchmark script {script!r} not found (run from the repository root)"
-            )
+        path = _script(script)
         _say(progress, f"{script} ...")
         out = run.path / "engines" / f"{path.stem}.json"
         out.parent.mkdir(parents=True, exist_ok=True)

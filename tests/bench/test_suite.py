@@ -12,14 +12,14 @@ from qflow_jax.bench.suite import _add_comparisons, load_suite, problem_config
 from qflow_jax.cli import main
 from qflow_jax.evolution.run import setup_qflow
 
-REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def _in_repo(monkeypatch):
-    """Suites and benchmark scripts are named relative to the repository root."""
-    monkeypatch.chdir(REPO)
+def _elsewhere(monkeypatch, tmp_path_factory):
+    """The shipped suites (package data) and the engines suite's benchmark scripts
+    are found from any folder, not only from the repository root."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
 
 
 def _rows(folder: Path) -> dict:
