@@ -233,6 +233,31 @@ class RunFolder:
         text = json.dumps(to_jsonable(data), indent=2, sort_keys=False)
         return self.write_text(name, text + "\n")
 
+    def write_summary(
+        self,
+        command: str,
+        config: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        timings_s: Mapping[str, float],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Writes summary.json in the one run format of every command: `command`,
+        `status` ("ok": only a finished run writes one; a failed run exits with
+        code 1 and writes none), `config` (after defaults), `versions`, `metrics`
+        (scalars where possible, as `qflow collect` tabulates them), `timings_s`,
+        then the command's own keys. Returns the summary with "folder" added."""
+        summary = {
+            "command": command,
+            "status": "ok",
+            "config": config,
+            "versions": versions(),
+            "metrics": metrics,
+            "timings_s": timings_s,
+            **extra,
+        }
+        self.write_json("summary.json", summary)
+        return {**summary, "folder": str(self.path)}
+
     def write_text(self, name: str, text: str) -> Path:
         return self._atomic(name, lambda p: Path(p).write_text(text), Path(name).suffix)
 

@@ -80,7 +80,6 @@ from qflow_jax.runs import (
     fingerprint,
     pyplot,
     to_jsonable,
-    versions,
 )
 
 __all__ = [
@@ -1223,17 +1222,8 @@ def run_qflow(
         notes.append(
             "the flow density overflowed at some far grid points, counted as q = 0"
         )
-    summary = {
-        "command": "run",
-        "config": cfg,
-        "versions": versions(),
+    extra = {
         "reference": {"kind": problem.reference, **problem.info},
-        "timings_s": {
-            "reference_this_session": reference_s,
-            **timings,
-            "wall_this_session": time.perf_counter() - started,
-        },
-        "metrics": metrics,
         "metric_definitions": {
             "marginal_mode": cfg["metrics"]["mode"],
             "grid": f"[-{grid.axis[-1]:.4g}, {grid.axis[-1]:.4g}]^2, "
@@ -1271,9 +1261,12 @@ def run_qflow(
         q_ref=q_ref,
     )
     _plot(run, cfg, t, n_flow, n_ref, records, grid, np.stack(q_flow), q_ref, N)
-    run.write_json("summary.json", summary)
-    summary["folder"] = str(run.path)
-    return summary
+    timings_s = {
+        "reference_this_session": reference_s,
+        **timings,
+        "wall_this_session": time.perf_counter() - started,
+    }
+    return run.write_summary("run", cfg, metrics, timings_s, **extra)
 
 
 def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:

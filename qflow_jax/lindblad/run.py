@@ -14,7 +14,7 @@ from qflow_jax.config import ConfigError, Field, at_least_two, positive, validat
 from qflow_jax.core.methods import ADAPTIVE_NAMES
 from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, TruncationError, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
-from qflow_jax.runs import RunFolder, versions
+from qflow_jax.runs import RunFolder
 
 __all__ = ["DEFAULT_LINDBLAD_CONFIG", "run_lindblad", "validate_lindblad_config"]
 
@@ -155,17 +155,6 @@ def run_lindblad(
         metrics["max_abs_error"] = {
             k: float(np.abs(expects[k] - exact[k]).max()) for k in names
         }
-    summary = {
-        "command": "lindblad",
-        "config": cfg,
-        "versions": versions(),
-        "method": res.method,
-        "stats": {k: int(v) for k, v in res.stats.items()},
-        "timings_s": {"solve_including_compile": elapsed},
-        "metrics": metrics,
-        "files": ["summary.json", "arrays.npz", "expectations.png"]
-        + (["errors.png"] if exact is not None else []),
-    }
     folder.save_arrays(
         "arrays.npz",
         t=t,
@@ -188,6 +177,13 @@ def run_lindblad(
             logy=True,
             title=f"{cfg['name']}: error vs exact",
         )
-    folder.write_json("summary.json", summary)
-    summary["folder"] = str(folder.path)
-    return summary
+    return folder.write_summary(
+        "lindblad",
+        cfg,
+        metrics,
+        {"solve_including_compile": elapsed},
+        method=res.method,
+        stats={k: int(v) for k, v in res.stats.items()},
+        files=["summary.json", "arrays.npz", "expectations.png"]
+        + (["errors.png"] if exact is not None else []),
+    )

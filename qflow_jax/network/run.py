@@ -48,7 +48,7 @@ from qflow_jax.network.model import (
     collective_couplings,
 )
 from qflow_jax.network.solve import METHODS, network_mesolve, product_state
-from qflow_jax.runs import RunFolder, pyplot, versions
+from qflow_jax.runs import RunFolder, pyplot
 
 __all__ = ["BLENDED_SCHEMA", "build_network", "initial_states", "run_blended"]
 
@@ -350,28 +350,29 @@ def run_blended(
 
     summary: dict[str, Any] = {
         "name": cfg["name"],
-        "config": cfg,
         "n": n,
         "edges": [
             [j, q, float(w)] for (j, q), w in zip(net.edges, net.weights, strict=True)
         ],
         "components": net.components,
-        "lambda2": net.algebraic_connectivity(),
         "engine": "dense mesolve (Dicke)"
         if dcfg["enabled"]
         else ("reduced-state system" if net.is_local else "structured network engine"),
         "reference": reference,
-        "max_trace_distance_late": float(tdist[tail].max()),
-        "max_frobenius_distance_late": float(fdist[tail].max()),
         "clusters": clusters,
         "notes": notes,
+    }
+    metrics: dict[str, float] = {
+        "max_trace_distance_late": float(tdist[tail].max()),
+        "max_frobenius_distance_late": float(fdist[tail].max()),
+        "lambda2": net.algebraic_connectivity(),
     }
 
     if dcfg["enabled"]:
         sweep_k = [float(k) for k in cfg["sweep"]["ks"]]
         sweep_err = []
         reduced_k, top_k = _dicke_reduced(net, sweep_k, rho0s, tsave, dcfg, scfg)
-        summary["dicke_max_top_population"] = max(top, top_k)
+        metrics["dicke_max_top_population"] = max(top, top_k)
         for red_k in reduced_k:
             dev = trace_distances(red_k, red_k.mean(axis=1, keepdims=True))
             sweep_err.append(float(dev[tail].max()))
@@ -388,6 +389,7 @@ def run_blended(
             net, rho0s, tsave, cfg["sweep"]["ks"], t_skip=cfg["sweep"]["t_skip"], **opts
         )
     summary["sweep"] = sweep
+    metrics["sweep_slope"] = sweep["slope"]
 
     if n <= 5:
         spec = laplacian_spectrum(net)
@@ -408,7 +410,7 @@ def run_blended(
         )
         blend = blended_network_mesolve(net, product_state(rho0s), tsave, **opts)
         orbit = trace_distances(np.asarray(full.states), np.asarray(blend.states))
-        summary["orbit_attraction_late"] = float(orbit[tail].max())
+        metrics["orbit_attraction_late"] = float(orbit[tail].max())
 
     bloch = bloch_vectors(reduced)
     bloch_bar = bloch_vectors(blended)
@@ -470,7 +472,5 @@ def run_blended(
         bloch=bloch,
     )
     summary["plots"] = plots
-    summary["wall_time_s"] = time.perf_counter() - started
-    summary["versions"] = versions()
-    run.write_json("summary.json", summary)
-    return summary
+    timings_s = {"wall": time.perf_counter() - started}
+    return run.write_summary("blended", cfg, metrics, timings_s, **summary)

@@ -29,7 +29,7 @@ from qflow_jax.husimi import coherent_q
 from qflow_jax.husimi.models import DampedChain
 from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES
 from qflow_jax.pinn.train import PINNSettings, PINNSolution, train_pinn
-from qflow_jax.runs import RunFolder, versions
+from qflow_jax.runs import RunFolder
 
 __all__ = ["PINN_SCHEMA", "run_pinn", "validate_pinn_config"]
 
@@ -188,14 +188,6 @@ def run_pinn(
     }
     if N == 1:
         metrics["max_rel_l2_q"] = max(r["rel_l2_q"] for r in records)
-    summary = {
-        "command": "pinn",
-        "config": cfg,
-        "versions": versions(),
-        "timings_s": {"train_wall": h["train_wall_s"]},
-        "metrics": metrics,
-        "records": records,
-    }
     run.save_arrays(
         "arrays.npz",
         t=tsave,
@@ -222,6 +214,5 @@ def run_pinn(
         ylabel="<a^dag a>",
         title=f"{cfg['name']}: PINN vs exact",
     )
-    run.write_json("summary.json", summary)
-    summary["folder"] = str(run.path)
-    return summary
+    timings_s = {"train_wall": h["train_wall_s"]}
+    return run.write_summary("pinn", cfg, metrics, timings_s, records=records)

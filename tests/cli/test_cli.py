@@ -14,6 +14,13 @@ import pytest
 from qflow_jax.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
+RUN_FORMAT = ("command", "status", "config", "versions", "metrics", "timings_s")
+
+
+def assert_run_format(summary: dict, command: str) -> None:
+    """The one summary.json format of every command."""
+    assert list(summary)[: len(RUN_FORMAT)] == list(RUN_FORMAT)
+    assert (summary["command"], summary["status"]) == (command, "ok")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +33,7 @@ def default_run(tmp_path_factory):
 
 def test_default_run_is_qflow_on_the_damped_oscillator(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
+    assert_run_format(summary, "run")
     assert summary["config"]["name"] == "damped_1mode"
     assert summary["config"]["method"] == "tdvp"
     m = summary["metrics"]
@@ -53,6 +61,7 @@ def test_lindblad_default_config_writes_checked_results(tmp_path):
         == 0
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert_run_format(summary, "lindblad")
     # rtol = 1e-9 in the RMS norm over 1800 entries: observables to ~1e-7 of the
     # exact solution
     assert max(summary["metrics"]["max_abs_error"].values()) < 1e-6
@@ -171,8 +180,17 @@ def test_blended_command_runs_the_path_config(tmp_path):
         == 0
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert_run_format(summary, "blended")
     assert abs(summary["sweep"]["slope"] + 1.0) < 0.1
+    assert summary["metrics"]["sweep_slope"] == summary["sweep"]["slope"]
     assert (tmp_path / "error_vs_k.png").exists()
+    # qflow collect tabulates it like any other run
+    assert main(["collect", str(tmp_path), "--out", str(tmp_path / "table")]) == 0
+    row = json.loads((tmp_path / "table" / "collect.json").read_text())["rows"][0]
+    assert row["command"] == "blended"
+    assert (
+        row["max_trace_distance_late"] == summary["metrics"]["max_trace_distance_late"]
+    )
 
 
 def test_collect_gathers_run_summaries_into_one_table(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_run_blended_writes_summary_and_plots(tmp_path):
     assert abs(summary["sweep"]["slope"] + 1) < 0.1
     assert summary["laplacian"]["kernel_dim"] == 20
     # the whole state sits within O(1/k) of the network-level blended orbit
-    assert summary["orbit_attraction_late"] < 0.05
+    assert summary["metrics"]["orbit_attraction_late"] < 0.05
     for name in (
         "bloch_x.png",
         "bloch_z.png",

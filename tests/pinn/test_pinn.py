@@ -265,6 +265,15 @@ def test_run_pinn_writes_summary_and_plots(tmp_path):
     }
     summary = run_pinn(config, tmp_path, progress=False)
     saved = json.loads((tmp_path / "summary.json").read_text())
+    assert list(saved)[:6] == [
+        "command",
+        "status",
+        "config",
+        "versions",
+        "metrics",
+        "timings_s",
+    ]
+    assert saved["command"] == "pinn"
     assert saved["config"]["pinn"]["steps"] == 4
     assert len(saved["records"]) == 3 and "rel_l2_q" in saved["records"][0]
     assert set(summary["metrics"]) >= {"max_abs_error_n", "max_rel_l2_q"}
