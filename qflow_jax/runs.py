@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import tempfile
+import textwrap
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -275,30 +276,55 @@ class RunFolder:
         curves: Mapping[str, Any],
         references: Mapping[str, Any] | None = None,
         *,
+        bands: Mapping[str, Any] | None = None,
         xlabel: str = "t",
         ylabel: str = "expectation value",
         title: str = "",
         logy: bool = False,
     ) -> Path:
-        """Line plot of named curves vs `t`; `references` are drawn dashed in black."""
+        """Line plot of named curves vs `t`; `references` are drawn dashed in black,
+        `bands` (standard errors of curves, by name) as shaded +-1 sigma bands.
+
+        With `logy`, values <= 0 are not drawn, and the legend says how many of a
+        curve were left out (nothing is clipped to a floor)."""
         fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=120)
+        t = np.asarray(t)
+
+        def shown(label: str, y: Any) -> tuple[str, np.ndarray]:
+            y = np.asarray(y, dtype=float)
+            if not logy:
+                return label, y
+            out = int(np.sum(np.isfinite(y) & (y <= 0)))
+            y = np.where(y > 0, y, np.nan)
+            what = f"{out} value{'s' * (out != 1)} <= 0 not drawn"
+            return (f"{label} ({what})" if out else label), y
+
         for label, y in curves.items():
-            ax.plot(np.asarray(t), np.asarray(y), label=label, lw=1.8)
+            text, y = shown(label, y)
+            (line,) = ax.plot(t, y, label=text, lw=1.8)
+            if bands is not None and label in bands:
+                err = np.asarray(bands[label], dtype=float)
+                ax.fill_between(
+                    t, y - err, y + err, color=line.get_color(), alpha=0.25, lw=0
+                )
         for label, y in (references or {}).items():
-            ax.plot(np.asarray(t), np.asarray(y), "k--", lw=1.0, label=label)
+            text, y = shown(label, y)
+            ax.plot(t, y, "k--", lw=1.0, label=text)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logy:
             ax.set_yscale("log")
         if title:
-            ax.set_title(title)
+            ax.set_title(textwrap.fill(title, 70), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return self.save_figure(name, fig)
 
     def save_figure(self, name: str, fig: Any) -> Path:
-        """Writes a matplotlib figure as PNG (atomically) and closes it."""
-        fig.tight_layout()
+        """Writes a matplotlib figure as PNG (atomically) and closes it; figures
+        without a layout engine of their own get a tight layout."""
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         path = self._atomic(name, lambda p: fig.savefig(p, format="png"), ".png")
         pyplot().close(fig)
         return path

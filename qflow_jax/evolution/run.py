@@ -1271,13 +1271,15 @@ def run_qflow(
 
 def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
     shown = range(min(N, 6))
+    n_err = np.array([r["n_err"] for r in records])
     title = f"{cfg['name']}: Q-Flow ({cfg['method']})"
     run.plot_curves(
         "observables.png",
         t,
         {f"<n_{j}> flow": n_flow[:, j] for j in shown},
         {f"<n_{j}> reference": n_ref[:, j] for j in shown},
-        ylabel="<a^dag a>",
+        bands={f"<n_{j}> flow": n_err[:, j] for j in shown},
+        ylabel="<a^dag a> (band: +-1 standard error)",
         title=f"{title} vs reference",
     )
     run.plot_curves(
@@ -1288,9 +1290,7 @@ def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
             f"L1 of Q marginal (mode {cfg['metrics']['mode']})": [
                 r["l1_q"] for r in records[1:]
             ],
-            "KL(Q_ref || q) on the grid": [
-                max(r["kl_grid"], 1e-12) for r in records[1:]
-            ],
+            "KL(Q_ref || q) on the grid": [r["kl_grid"] for r in records[1:]],
         },
         ylabel="error",
         title=f"{title}: errors against the reference",
@@ -1308,7 +1308,12 @@ def _plot_snapshots(run, cfg, t, grid, q_flow, q_ref, N) -> None:
     w = float(np.max(np.abs(grid.axis[np.nonzero(seen.any(0) | seen.any(1))])))
     w = min(w + 0.5, float(grid.axis[-1]))
     fig, axes = pyplot().subplots(
-        2, len(picks), figsize=(2.6 * len(picks), 5.4), dpi=110, squeeze=False
+        2,
+        len(picks),
+        figsize=(3.0 * len(picks), 5.4),
+        dpi=110,
+        squeeze=False,
+        layout="constrained",
     )
     flow_label = "flow density" if N == 1 else "flow (histogram)"
     for col, i in enumerate(picks.astype(int)):
@@ -1318,7 +1323,7 @@ def _plot_snapshots(run, cfg, t, grid, q_flow, q_ref, N) -> None:
         ):
             ax = axes[row, col]
             edge = float(grid.axis[-1])
-            ax.imshow(
+            image = ax.imshow(
                 q.T,
                 origin="lower",
                 extent=(-edge, edge, -edge, edge),
@@ -1332,5 +1337,7 @@ def _plot_snapshots(run, cfg, t, grid, q_flow, q_ref, N) -> None:
             ax.set_xlabel(f"x_{m}", fontsize=8)
             ax.set_ylabel(f"p_{m}", fontsize=8)
             ax.tick_params(labelsize=7)
+        bar = fig.colorbar(image, ax=axes[:, col], shrink=0.8)
+        bar.ax.tick_params(labelsize=6)
     fig.suptitle(f"{cfg['name']}: Q marginal of mode {m}", fontsize=9)
     run.save_figure("q_snapshot.png", fig)

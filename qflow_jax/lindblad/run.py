@@ -172,7 +172,7 @@ def run_lindblad(
         folder.plot_curves(
             "errors.png",
             t,
-            {f"|<{k}> - exact|": np.abs(expects[k] - exact[k]) + 1e-300 for k in names},
+            {f"|<{k}> - exact|": np.abs(expects[k] - exact[k]) for k in names},
             ylabel="absolute error",
             logy=True,
             title=f"{cfg['name']}: error vs exact",
