@@ -27,6 +27,7 @@ from qflow_jax.config import (
     positive,
     validate,
 )
+from qflow_jax.lindblad.mesolve import MESOLVE_METHODS
 from qflow_jax.network.blended import (
     blended_network_mesolve,
     blended_trajectories,
@@ -256,9 +257,7 @@ def _dicke_reduced(net, ks, rho0s, tsave, dcfg, scfg) -> tuple[np.ndarray, float
             jumps,
             jnp.asarray(rho0),
             jnp.asarray(tsave),
-            method=scfg["method"]
-            if scfg["method"] in ("tsit5", "dopri5", "dopri8", "kvaerno5")
-            else "tsit5",
+            method=scfg["method"],
             rtol=scfg["rtol"],
             atol=scfg["atol"],
             max_steps=1_000_000,
@@ -326,6 +325,12 @@ def run_blended(
     rho0s = initial_states(cfg["network"]["initial"], n)
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     scfg, dcfg = cfg["solver"], cfg["dicke"]
+    if dcfg["enabled"] and scfg["method"] not in MESOLVE_METHODS:
+        raise ConfigError(
+            f"`solver.method` {scfg['method']!r} needs the network engine's stiff "
+            "swap part; with `dicke.enabled` (dense engine) choose one of "
+            + ", ".join(m for m in METHODS if m in MESOLVE_METHODS)
+        )
     opts = {"method": scfg["method"], "rtol": scfg["rtol"], "atol": scfg["atol"]}
 
     if dcfg["enabled"]:

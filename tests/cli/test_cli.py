@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from qflow_jax.cli import main
 
@@ -31,6 +32,7 @@ def default_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_default_run_is_qflow_on_the_damped_oscillator(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
     assert_run_format(summary, "run")
@@ -48,6 +50,7 @@ def test_default_run_is_qflow_on_the_damped_oscillator(default_run):
         assert (default_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.e2e
 def test_lindblad_default_config_writes_checked_results(tmp_path):
     assert (
         main(
@@ -74,6 +77,7 @@ def test_lindblad_default_config_writes_checked_results(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.e2e
 def test_run_resumes_after_kill_9_to_the_same_result(default_run, tmp_path, capsys):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "qflow_jax.cli", "run", "--out", str(killed)]
@@ -114,6 +118,7 @@ def test_run_resumes_after_kill_9_to_the_same_result(default_run, tmp_path, caps
     assert np.load(killed / "observables.npz")["n"].tolist() == b["n"].tolist()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["qubit_decay", "damped_cavity"])
 def test_shipped_configs_run(name, tmp_path):
     assert (
@@ -167,25 +172,32 @@ def test_console_script_never_shows_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_blended_command_runs_the_path_config(tmp_path):
-    assert (
-        main(
-            [
-                "blended",
-                str(REPO / "configs" / "network_path3.yaml"),
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "network_path3.yaml").read_text())
+    cfg["times"] = {"t_end": 6.0, "n_save": 61}
+    cfg["sweep"] = {"ks": [30.0, 100.0, 300.0]}
+    path = tmp_path / "path3.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["blended", str(path), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
     assert_run_format(summary, "blended")
+    assert summary["clusters"] == [[0, 1, 2]]
     assert abs(summary["sweep"]["slope"] + 1.0) < 0.1
     assert summary["metrics"]["sweep_slope"] == summary["sweep"]["slope"]
-    assert (tmp_path / "error_vs_k.png").exists()
+    assert summary["laplacian"]["kernel_dim"] == 20
+    # the whole state sits within O(1/k) of the network-level blended orbit
+    assert summary["metrics"]["orbit_attraction_late"] < 0.05
+    for png in (
+        "bloch_x.png",
+        "bloch_z.png",
+        "error_vs_k.png",
+        "laplacian_spectrum.png",
+    ):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # qflow collect tabulates it like any other run
-    assert main(["collect", str(tmp_path), "--out", str(tmp_path / "table")]) == 0
+    assert main(["collect", str(out), "--out", str(tmp_path / "table")]) == 0
     row = json.loads((tmp_path / "table" / "collect.json").read_text())["rows"][0]
     assert row["command"] == "blended"
     assert (

@@ -209,6 +209,7 @@ def test_resume_with_nothing_to_resume_says_so(straight):
     )
 
 
+@pytest.mark.e2e
 def test_short_kerr_run_writes_finite_metrics(straight):
     out, summary = straight
     m = summary["metrics"]

@@ -256,6 +256,7 @@ def test_default_settings_reach_percent_accuracy():
 # ------------------------------------------------------------------ run_pinn
 
 
+@pytest.mark.e2e
 def test_run_pinn_writes_summary_and_plots(tmp_path):
     config = {
         "name": "pinn_tiny",

@@ -239,6 +239,12 @@ CASES = {
         "times: {t_end: 2.0, n_save: 11}\nsweep: {ks: [1.0, 2.0]}\n",
         "`dicke.n_levels` = 2 is too small",
     ),
+    "blended: IMEX method with the Dicke mode": (
+        ["blended", "{cfg}"],
+        "network: {n: 2, k: 1.0, initial: ['1', '1']}\n"
+        "dicke: {enabled: true}\nsolver: {method: kencarp4}\n",
+        "`solver.method` 'kencarp4' needs the network engine's stiff swap part",
+    ),
     # qflow bench
     "bench: NaN time budget": (
         ["bench", "dims", "--time-budget", "nan"],
