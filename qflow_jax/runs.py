@@ -192,6 +192,7 @@ class RunFolder:
     Example:
         >>> run = RunFolder("runs/demo")
         >>> run.write_json("summary.json", {"metrics": {"err": 1e-7}})
+        PosixPath('runs/demo/summary.json')
     """
 
     def __init__(self, path: str | Path):
@@ -357,7 +358,11 @@ def collect_runs(folders: list[str | Path], out: str | Path = ".") -> dict[str, 
         ValueError: naming a folder without summary.json (an unfinished run).
 
     Example:
-        >>> collect_runs(["runs/a", "runs/b"], "runs")["table"][0]["name"]
+        >>> for name in ("a", "b"):
+        ...     _ = RunFolder(f"runs/{name}").write_summary(
+        ...         "lindblad", {"name": name}, {"err": 1e-7}, {"wall": 1.0})
+        >>> [row["name"] for row in collect_runs(["runs/a", "runs/b"], "runs")["table"]]
+        ['a', 'b']
     """
     rows = []
     for folder in folders:

@@ -161,7 +161,11 @@ def compile_qpde(
     Example:
         >>> from qflow_jax.husimi import a, adag, compile_qpde
         >>> pde = compile_qpde(1.0 * adag(0) @ a(0), [0.5 * a(0)])
-        >>> print(pde)  # the damped oscillator of PHYSICS.md, w = 1, g = 0.25
+        >>> print(pde)  # doctest: +NORMALIZE_WHITESPACE
+        dQ/dt = (0.25) Q + (0.125*x0 - p0) d_x0 Q + (x0 + 0.125*p0) d_p0 Q
+            + (0.0625) d_x0^2 Q + (0.0625) d_p0^2 Q
+
+        (the damped oscillator, omega = 1, gamma = 0.25)
     """
     H = _check_op(H, "H")
     if isinstance(jump_ops, BosonOp):

@@ -89,7 +89,8 @@ class Grid(eqx.Module):
 
     Example:
         >>> grid = Grid(dim=2, points=64, half_width=6.0)
-        >>> grid.spacing  # (0.1875, 0.1875)
+        >>> grid.spacing
+        (0.1875, 0.1875)
     """
 
     points: tuple[int, ...] = eqx.field(static=True)

@@ -26,7 +26,8 @@ class DampedChain:
 
     Example:
         >>> chain = DampedChain(2, omega=1.0, gamma=0.5, hopping=0.3)
-        >>> chain.alpha(1.0, np.array([1.0, 0.5j]))
+        >>> np.round(chain.alpha(1.0, np.array([1.0, 0.5j])), 4)
+        array([0.4642-0.7229j, 0.1194+0.0766j])
     """
 
     n_modes: int

@@ -85,8 +85,9 @@ def husimi_q(rho: Any, alphas: Any, dims: Sequence[int] | None = None) -> jax.Ar
         (...,) real Q values.
 
     Example:
-        >>> rho = coherent_dm(30, 1.0 + 0.5j)
-        >>> husimi_q(rho, jnp.array([[1.0 + 0.5j]]))  # 1/pi
+        >>> rho = qf.coherent_dm(30, 1.0 + 0.5j)
+        >>> print(round(float(husimi_q(rho, jnp.array([1.0 + 0.5j])) * np.pi), 6))
+        1.0
     """
     rho = to_array(rho, "rho")
     if rho.ndim == 2 and rho.shape[-1] == 1 and rho.shape[0] != 1:
@@ -150,7 +151,8 @@ def coherent_q(alpha0: Any) -> eqx.Partial:
         alpha0: complex scalar or (N,) vector of amplitudes.
 
     Example:
-        >>> coherent_q([1.0, 0.5j])(jnp.zeros(4))
+        >>> print(round(float(coherent_q([1.0, 0.5j])(jnp.zeros(4))), 6))
+        0.029029
     """
     return eqx.Partial(_coherent_q, _modes(alpha0, "alpha0"))
 

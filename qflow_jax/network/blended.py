@@ -64,8 +64,13 @@ def blended_lindbladian(
         ready for `mesolve`.
 
     Example:
+        >>> net = qf.QubitNetwork(3, "path", k=10.0,
+        ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
+        ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
         >>> Hbar, Ls = blended_lindbladian(net)
-        >>> qf.mesolve(Hbar, Ls, rhobar0, tsave)
+        >>> print(np.real(np.diag(Hbar)))  # the mean field (0.5 + 1 + 1.5) / 3 Z
+        [ 1. -1.]
+        >>> res = qf.mesolve(Hbar, Ls, qf.fock_dm(2, 0), [0.0, 1.0])
     """
     qs = _group(network, qubits)
     m = len(qs)
@@ -103,6 +108,9 @@ def blended_trajectory(
         (nt, 2, 2) blended trajectory.
 
     Example:
+        >>> net = qf.QubitNetwork(3, "path", k=10.0,
+        ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
+        ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
         >>> blended_trajectory(net, [qf.fock_dm(2, 0)] * 3, [0.0, 1.0]).shape
         (2, 2, 2)
     """
@@ -179,6 +187,10 @@ def blended_network_mesolve(
     Connected graphs, n <= 7.
 
     Example:
+        >>> net = qf.QubitNetwork(3, "path", k=10.0,
+        ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
+        ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
+        >>> rho0 = [qf.fock_dm(2, 0)] * 3
         >>> blended_network_mesolve(net, rho0, jnp.linspace(0, 1, 11)).states.shape
         (11, 8, 8)
     """

@@ -31,7 +31,8 @@ def bloch_vectors(rhos: Any) -> np.ndarray:
     """(..., 2, 2) -> (..., 3): (<X>, <Y>, <Z>) of each single-qubit state.
 
     Example:
-        >>> bloch_vectors(qf.fock_dm(2, 0))  # [0, 0, 1]
+        >>> bloch_vectors(qf.fock_dm(2, 0))
+        array([0., 0., 1.])
     """
     r = np.asarray(rhos)
     if r.shape[-2:] != (2, 2):
@@ -177,8 +178,13 @@ def k_sweep(
         intercept (log err = intercept + slope log k) and t_skip.
 
     Example:
-        >>> out = k_sweep(net, rho0, np.linspace(0, 10, 201), [10, 30, 100, 300])
-        >>> out["slope"]  # about -1
+        >>> net = qf.QubitNetwork(3, "path", k=10.0,
+        ...     H=[0.3 * qf.sigmax() + hz * qf.sigmaz() for hz in (0.5, 1.0, 1.5)],
+        ...     jump_ops=[[np.sqrt(0.5) * qf.sigmam()]] * 3)
+        >>> rho0 = [qf.fock_dm(2, 0), qf.fock_dm(2, 1), qf.fock_dm(2, 0)]
+        >>> out = k_sweep(net, rho0, np.linspace(0, 10, 101), [30, 100, 300])
+        >>> print(round(out["slope"], 1))  # error ~ 1/k
+        -1.0
     """
     ks = np.asarray(ks, dtype=float)
     if ks.ndim != 1 or ks.size < 2 or np.any(ks <= 0):

@@ -28,8 +28,10 @@ def dicke_operators(
         omega, g, kappa: mode frequency, collective coupling, mode decay rate.
 
     Example:
+        >>> net = qf.QubitNetwork(2, "path", k=1.0)
         >>> H, Ls = dicke_operators(net, 6, 1.0, 0.5, 0.2)
-        >>> qf.mesolve(H, Ls, rho0, tsave)
+        >>> H.shape, len(Ls)  # mode x 2 qubits; swap jump and mode decay
+        ((24, 24), 2)
     """
     if not isinstance(n_levels, int) or n_levels < 1:
         raise ValueError(f"`n_levels` must be a positive integer, got {n_levels!r}")

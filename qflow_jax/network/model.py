@@ -52,7 +52,7 @@ def coupling_matrix(name: str, strength: float = 1.0) -> np.ndarray:
     X(x)X + Y(x)Y + Z(x)Z.
 
     Example:
-        >>> coupling_matrix("ZZ", 0.5)[0, 0]
+        >>> complex(coupling_matrix("ZZ", 0.5)[0, 0])
         (0.5+0j)
     """
     key = name.lower()

@@ -309,8 +309,12 @@ def run_blended(
         The summary dict written to summary.json.
 
     Example:
-        >>> summary = run_blended("configs/network_path3.yaml", "runs/path3")
-        >>> summary["sweep"]["slope"]  # about -1
+        >>> config = {"network": {"n": 2, "k": 30.0, "decay": 0.5,
+        ...     "fields": [[0.3, 0, 0.5], [0.3, 0, 1.5]], "initial": ["0", "1"]},
+        ...     "times": {"t_end": 6.0, "n_save": 31}, "sweep": {"ks": [30.0, 300.0]}}
+        >>> summary = run_blended(config, "runs/path3")
+        >>> print(round(summary["metrics"]["sweep_slope"], 1))  # error ~ 1/k
+        -1.0
     """
     raw = load_yaml(config) if isinstance(config, str | Path) else config
     cfg = validate(raw, BLENDED_SCHEMA)

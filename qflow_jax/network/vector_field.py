@@ -65,6 +65,7 @@ def partial_traces(rho: jax.Array, n: int) -> jax.Array:
     not O(n 4^n).
 
     Example:
+        >>> from qflow_jax.network import product_state
         >>> partial_traces(product_state([qf.fock_dm(2, 0)] * 3), 3).shape
         (3, 2, 2)
     """
@@ -107,8 +108,11 @@ class NetworkVectorField(eqx.Module):
     transpose), so `jax.grad` and `jax.jvp` work with either kernel.
 
     Example:
+        >>> net = qf.QubitNetwork(3, "path", k=2.0, jump_ops=[[qf.sigmam()]] * 3)
         >>> vf = NetworkVectorField.build(net)
-        >>> drho = vf(0.0, rho, None)
+        >>> drho = vf(0.0, jnp.asarray(qf.tensor(*[qf.fock_dm(2, 0)] * 3)), None)
+        >>> print(round(abs(complex(jnp.trace(drho))), 12))  # trace preserved
+        0.0
     """
 
     n: int = eqx.field(static=True)

@@ -65,7 +65,8 @@ class LogQNet(nn.Module):
     Example:
         >>> net = LogQNet(dim=2)
         >>> params = net.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros(1))
-        >>> net.apply(params, jnp.ones((5, 2)), jnp.full(5, 0.5))  # (5,)
+        >>> net.apply(params, jnp.ones((5, 2)), jnp.full(5, 0.5)).shape
+        (5,)
     """
 
     dim: int
