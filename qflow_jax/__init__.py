@@ -32,7 +32,7 @@ def set_precision(precision: str) -> None:
     """Sets JAX's float width for the whole process: "double" (jax_enable_x64,
     the package's default at import) or "single" (JAX's own default).
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> qf.set_precision("double")
     """

@@ -5,7 +5,7 @@ A schema is a dict mapping keys to `Field`s or to nested schemas (sub-sections).
 numbers (`.nan`, `.inf`, also inside lists) with a `ConfigError` that names the
 key path and what is allowed; the CLI turns it into exit code 2 with the message.
 
-Example:
+Examples:
     >>> schema = {"t_end": Field(float, 1.0), "solver": {"rtol": Field(float, 1e-6)}}
     >>> validate({"solver": {"rtol": 1e-8}}, schema)
     {'t_end': 1.0, 'solver': {'rtol': 1e-08}}

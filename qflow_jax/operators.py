@@ -63,7 +63,7 @@ def _check_dim(N: Any, name: str = "N") -> int:
 def destroy(N: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
     """Annihilation operator on a Fock space truncated to N levels.
 
-    Example:
+    Examples:
         >>> a = destroy(3)
         >>> print(round(float((a @ fock(3, 2))[1, 0].real), 6))  # sqrt(2)
         1.414214
@@ -123,7 +123,7 @@ def tensor(*ops: Any) -> jax.Array:
 
     Accepts operators, kets (column vectors) or a single sequence of them.
 
-    Example:
+    Examples:
         >>> tensor(sigmaz(), eye(2)).shape
         (4, 4)
     """
@@ -299,7 +299,7 @@ def ptrace(rho: Any, keep: int | Sequence[int], dims: Sequence[int]) -> jax.Arra
             in the result, like QuTiP).
         dims: dimensions of all subsystems, most significant first.
 
-    Example:
+    Examples:
         >>> rho = ptrace(tensor(fock_dm(2, 0), fock_dm(3, 1)), 1, [2, 3])
         >>> bool(jnp.allclose(rho, fock_dm(3, 1)))
         True

@@ -17,7 +17,7 @@ runtime (`jax.distributed.initialize`) from explicit arguments or, inside a SLUR
 with several tasks, from SLURM's variables; then the mesh spans every process's
 devices, and only process 0 writes results and checkpoints (`is_main_process`).
 
-Example:
+Examples:
     Four CPU devices on one host, for testing:
     $ XLA_FLAGS=--xla_force_host_platform_device_count=4 qflow run
     Two processes on one machine:

@@ -122,7 +122,7 @@ def fingerprint(config: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> dict
     keys in `ignore` that only say where and how often to write) and the qflow_jax
     version. Stored with every checkpoint; `check_fingerprint` compares.
 
-    Example:
+    Examples:
         >>> fp = fingerprint({"seed": 0, "output": {"dir": "a"}}, ignore=("output",))
         >>> fp["config"], sorted(fp)
         ({'seed': 0}, ['config', 'qflow_jax'])
@@ -146,7 +146,7 @@ def check_fingerprint(stored: Any, current: Mapping[str, Any], where: Path) -> N
     """Raises `ResumeError` naming every key whose value differs between the
     fingerprint stored in the checkpoint `where` and the current run's.
 
-    Example:
+    Examples:
         >>> try:
         ...     check_fingerprint({"config": {"seed": 0}, "qflow_jax": "0.1.0"},
         ...                       {"config": {"seed": 1}, "qflow_jax": "0.1.0"},
@@ -189,7 +189,7 @@ class RunFolder:
         ValueError: when the folder cannot be created (under a file, no permission)
             or is not writable.
 
-    Example:
+    Examples:
         >>> run = RunFolder("runs/demo")
         >>> run.write_json("summary.json", {"metrics": {"err": 1e-7}})
         PosixPath('runs/demo/summary.json')
@@ -357,7 +357,7 @@ def collect_runs(folders: list[str | Path], out: str | Path = ".") -> dict[str, 
     Raises:
         ValueError: naming a folder without summary.json (an unfinished run).
 
-    Example:
+    Examples:
         >>> for name in ("a", "b"):
         ...     _ = RunFolder(f"runs/{name}").write_summary(
         ...         "lindblad", {"name": name}, {"err": 1e-7}, {"wall": 1.0})

@@ -26,7 +26,7 @@ rows and runs the rest, after checking that they were computed with the same sui
 settings and qflow_jax version (`--sizes` and `--methods` may differ: rows are per
 size and method).
 
-Example:
+Examples:
     qflow bench dims --quick --out runs/bench_dims_quick
     python benchmarks/run.py bosonic --time-budget 600
 """

@@ -182,7 +182,7 @@ def check_positive_number(value: Any, name: str, integer: bool = False) -> None:
     """`value` is a finite number > 0 (with `integer`: an integer >= 1); a
     TypeError or ValueError naming `name` otherwise.
 
-    Example:
+    Examples:
         >>> check_positive_number(-0.1, "dt")
         Traceback (most recent call last):
         ...

@@ -13,7 +13,7 @@ solver that suits their vector field (the network engine's unrolled Tsit5, GMRES
 for implicit stages of large states, ...); a method an engine cannot run is
 rejected by name.
 
-Example:
+Examples:
     >>> import qflow_jax as qf
     >>> qf.Tsit5(rtol=1e-8).rtol, qf.method_from("kvaerno5").name
     (1e-08, 'kvaerno5')

@@ -8,7 +8,7 @@ repeated calls with the same function objects and shapes compile once.
 QuTiP-style inputs are converted to them: an array is `constant`, a pair `[A, f]`
 is `modulated(f, A)`, a callable is `timecallable`, a list is a sum of terms.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp, qflow_jax as qf
     >>> H = qf.modulated(jnp.cos, qf.sigmax())
     >>> H(0.0).real.tolist()

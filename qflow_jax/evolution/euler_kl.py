@@ -283,7 +283,7 @@ def evolve_euler_kl(
         loss, the steps, the inner optimizer steps and the retries.
 
     Raises:
-        FloatingPointError when a step fails at dt/8.
+        FloatingPointError: when a step fails at dt/8.
     """
     settings = EulerKLSettings() if settings is None else settings
     ts = np.asarray(check_tsave(tsave, float))

@@ -310,7 +310,7 @@ def parse_operator(
     Raises:
         ConfigError: naming `key` and the offending token.
 
-    Example:
+    Examples:
         >>> parse_operator("g * a(0) + 1j", {"g": 0.5}, 1, "L")
         BosonOp(1i + 0.5 a0)
     """
@@ -705,7 +705,7 @@ class MarginalGrid:
     """Square grid [-w, w]^2 of the (x, p) plane of one mode, where single-mode Q
     marginals are compared; points are also the bin centres of histogram estimates.
 
-    Example:
+    Examples:
         >>> grid = MarginalGrid(np.linspace(-6, 6, 101), mode=0)
         >>> grid.points.shape
         (10201, 2)
@@ -1039,7 +1039,7 @@ def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
     """Validates a `qflow run` config and builds its problem and reference (for the
     `expression` models this solves the Fock-space reference).
 
-    Example:
+    Examples:
         >>> setup = setup_qflow(DEFAULT_QFLOW_CONFIG)
         >>> print(np.round(setup.problem.n_ref[-1], 4))  # exact <n>(t_end) = 4 e^-2
         [0.5413]

@@ -272,7 +272,7 @@ def evolve_tdvp(
         at its end, the ODE steps and the retries.
 
     Raises:
-        FloatingPointError when an interval fails after its retries.
+        FloatingPointError: when an interval fails after its retries.
     """
     settings = TDVPSettings() if settings is None else settings
     theta, unravel = flatten(params)

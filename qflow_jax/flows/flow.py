@@ -58,7 +58,7 @@ class NormalizingFlow(nn.Module):
         init_mean, init_scale: the initial Gaussian N(init_mean, init_scale^2 I);
             init_mean a float or a tuple of dim floats (module fields must hash).
 
-    Example:
+    Examples:
         >>> flow = NormalizingFlow(dim=2)
         >>> params = flow.init(jax.random.key(0), jnp.zeros((1, 2)))
         >>> x, logq = flow.apply(params, jax.random.key(1), 128,

@@ -65,7 +65,7 @@ class BosonOp:
     between operators), `@` (operator product), `/` (by a number), `**` (integer
     power) and `.dag()`. A plain number stands for that multiple of the identity.
 
-    Example:
+    Examples:
         >>> w, U, J = 1.0, 0.5, 0.2
         >>> H = (w * adag(0) @ a(0) + U / 2 * adag(0) @ adag(0) @ a(0) @ a(0)
         ...      + J * (adag(0) @ a(1) + adag(1) @ a(0)))
@@ -161,7 +161,7 @@ class BosonOp:
         """The operator in the truncated Fock basis of modes with these cut-offs
         (first mode most significant, as `qflow_jax.tensor`).
 
-        Example:
+        Examples:
             >>> (adag(0) @ a(1)).to_matrix([3, 3]).shape
             (9, 9)
         """

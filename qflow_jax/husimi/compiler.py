@@ -158,7 +158,7 @@ def compile_qpde(
     Returns:
         The compiled `QPDE` on R^{2N}.
 
-    Example:
+    Examples:
         >>> from qflow_jax.husimi import a, adag, compile_qpde
         >>> pde = compile_qpde(1.0 * adag(0) @ a(0), [0.5 * a(0)])
         >>> print(pde)  # doctest: +NORMALIZE_WHITESPACE

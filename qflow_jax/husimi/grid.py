@@ -87,7 +87,7 @@ class Grid(eqx.Module):
         half_width: half-widths L_k.
         center: box centers.
 
-    Example:
+    Examples:
         >>> grid = Grid(dim=2, points=64, half_width=6.0)
         >>> grid.spacing
         (0.1875, 0.1875)
@@ -405,11 +405,11 @@ def solve_grid(
         (and, with `stabilize=True`, what the stabilisation added and where).
 
     Raises:
-        A runtime error if the solution blew up (non-finite, or |Q| above 10
-        max(|Q0|, pi^-N)): typical of indefinite diffusion on a fine grid without
-        `stabilize=True`; or if the solve reached its step limit.
+        RuntimeError: if the solution blew up (non-finite, or |Q| above 10
+            max(|Q0|, pi^-N)): typical of indefinite diffusion on a fine grid
+            without `stabilize=True`; or if the solve reached its step limit.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from qflow_jax.husimi import Grid, a, adag, coherent_q, compile_qpde
         >>> from qflow_jax.husimi import solve_grid

@@ -121,7 +121,7 @@ def apply(pde: QPDE, Q_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> ja
     Returns:
         (...,) values of (L Q)(x).
 
-    Example:
+    Examples:
         >>> from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
         >>> pde = compile_qpde(adag(0) @ a(0), [a(0)])
         >>> Q = coherent_q(jnp.array([1.0 + 0.5j]))
@@ -237,7 +237,7 @@ def dlogq_dt(
     Returns:
         (...,) values of (L Q)/Q.
 
-    Example:
+    Examples:
         >>> from qflow_jax.husimi import a, adag, compile_qpde
         >>> pde = compile_qpde(adag(0) @ a(0), [a(0)])
         >>> logq = lambda y: -jnp.sum(y**2) - jnp.log(jnp.pi)  # the vacuum: steady

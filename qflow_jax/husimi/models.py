@@ -24,7 +24,7 @@ class DampedChain:
     alpha(t) = expm(-(i M + gamma/2) t) alpha0 (M the single-particle matrix), so Q
     stays N(alpha(t), I/2) in real coordinates and <n_j> = |alpha_j(t)|^2.
 
-    Example:
+    Examples:
         >>> chain = DampedChain(2, omega=1.0, gamma=0.5, hopping=0.3)
         >>> np.round(chain.alpha(1.0, np.array([1.0, 0.5j])), 4)
         array([0.4642-0.7229j, 0.1194+0.0766j])

@@ -84,7 +84,7 @@ def husimi_q(rho: Any, alphas: Any, dims: Sequence[int] | None = None) -> jax.Ar
     Returns:
         (...,) real Q values.
 
-    Example:
+    Examples:
         >>> rho = qf.coherent_dm(30, 1.0 + 0.5j)
         >>> print(round(float(husimi_q(rho, jnp.array([1.0 + 0.5j])) * np.pi), 6))
         1.0
@@ -150,7 +150,7 @@ def coherent_q(alpha0: Any) -> eqx.Partial:
     Args:
         alpha0: complex scalar or (N,) vector of amplitudes.
 
-    Example:
+    Examples:
         >>> print(round(float(coherent_q([1.0, 0.5j])(jnp.zeros(4))), 6))
         0.029029
     """
@@ -240,7 +240,7 @@ def sample_cat_q(key: jax.Array, alpha0: Any, sign: float, n: int) -> jax.Array:
     Q <= M (G(alpha - alpha0) + G(alpha + alpha0)) / 2 with M = 2 / (1 + sign
     exp(-2 |alpha0|^2)), so about half of the proposals are kept.
 
-    Example:
+    Examples:
         >>> x = sample_cat_q(jax.random.key(0), 2.0, 1.0, 1000)  # (1000, 2)
     """
     if sign not in (1, -1, 1.0, -1.0):

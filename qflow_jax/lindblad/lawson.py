@@ -53,7 +53,7 @@ class LawsonSolver(dfx.AbstractAdaptiveSolver):
     """Wraps an explicit Runge-Kutta solver (Tsit5, Dopri5, Dopri8) into its
     integrating-factor form for a `LindbladVectorField`.
 
-    Example:
+    Examples:
         >>> import diffrax
         >>> solver = LawsonSolver(diffrax.Tsit5())  # mesolve's "lawson-tsit5"
     """

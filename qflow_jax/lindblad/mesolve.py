@@ -424,7 +424,7 @@ def mesolve(
     Returns:
         A `MESolveResult`.
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf, jax.numpy as jnp
         >>> a = qf.destroy(20)
         >>> rho0 = qf.coherent_dm(20, 2.0)

@@ -124,7 +124,7 @@ def _load() -> tuple[bool, str]:
 def native_available() -> bool:
     """Whether the compiled CPU kernel is built and registered (builds it if needed).
 
-    Example:
+    Examples:
         >>> native_available()
         True
     """

@@ -63,7 +63,7 @@ def blended_lindbladian(
         (Hbar, jump_ops): a 2 x 2 Hamiltonian and a list of 2 x 2 jump operators,
         ready for `mesolve`.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(3, "path", k=10.0,
         ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
         ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
@@ -107,7 +107,7 @@ def blended_trajectory(
     Returns:
         (nt, 2, 2) blended trajectory.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(3, "path", k=10.0,
         ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
         ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
@@ -186,7 +186,7 @@ def blended_network_mesolve(
     `network_mesolve` (an implicit `method` is applied to the whole field).
     Connected graphs, n <= 7.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(3, "path", k=10.0,
         ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],
         ...     jump_ops=[[0.3 * qf.sigmam()]] * 3)
@@ -225,7 +225,7 @@ def quantum_laplacian(network: QubitNetwork) -> np.ndarray:
     r"""L_Q = sum_{(j,l)} a_jl (I - U_jl (x) U_jl) on vec(rho), a real symmetric
     4^n x 4^n matrix (dense, n <= 5).
 
-    Example:
+    Examples:
         >>> quantum_laplacian(QubitNetwork(2, [(0, 1)], k=1.0)).shape
         (16, 16)
     """

@@ -30,7 +30,7 @@ _PAULIS = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
 def bloch_vectors(rhos: Any) -> np.ndarray:
     """(..., 2, 2) -> (..., 3): (<X>, <Y>, <Z>) of each single-qubit state.
 
-    Example:
+    Examples:
         >>> bloch_vectors(qf.fock_dm(2, 0))
         array([0., 0., 1.])
     """
@@ -63,7 +63,7 @@ def detect_clusters(reduced: Any, tol: float) -> list[list[int]]:
         reduced: (nt, n, 2, 2) trajectories or (n, 2, 2) states (an equilibrium).
         tol: trace-distance tolerance.
 
-    Example:
+    Examples:
         >>> detect_clusters(np.stack([qf.fock_dm(2, 0)] * 2 + [qf.fock_dm(2, 1)]), 1e-6)
         [[0, 1], [2]]
     """
@@ -177,7 +177,7 @@ def k_sweep(
         dict with ks, max_error, k_times_error, correction_residual, slope,
         intercept (log err = intercept + slope log k) and t_skip.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(3, "path", k=10.0,
         ...     H=[0.3 * qf.sigmax() + hz * qf.sigmaz() for hz in (0.5, 1.0, 1.5)],
         ...     jump_ops=[[np.sqrt(0.5) * qf.sigmam()]] * 3)

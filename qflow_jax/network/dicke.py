@@ -27,7 +27,7 @@ def dicke_operators(
         n_levels: Fock truncation of the mode.
         omega, g, kappa: mode frequency, collective coupling, mode decay rate.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(2, "path", k=1.0)
         >>> H, Ls = dicke_operators(net, 6, 1.0, 0.5, 0.2)
         >>> H.shape, len(Ls)  # mode x 2 qubits; swap jump and mode decay

@@ -51,7 +51,7 @@ def coupling_matrix(name: str, strength: float = 1.0) -> np.ndarray:
     (X(x)X + Y(x)Y)/2 = sigma+ sigma- + sigma- sigma+; "heisenberg" is
     X(x)X + Y(x)Y + Z(x)Z.
 
-    Example:
+    Examples:
         >>> complex(coupling_matrix("ZZ", 0.5)[0, 0])
         (0.5+0j)
     """
@@ -82,7 +82,7 @@ def collective_couplings(
     S_x^2 = n/4 + (1/2) sum_{j<l} X_j X_l: `collective_couplings(n, "XX", chi / 2)`
     is chi S_x^2 up to a constant.
 
-    Example:
+    Examples:
         >>> len(collective_couplings(4, "ZZ"))
         6
     """
@@ -99,7 +99,7 @@ def graph_edges(
     (centre 0), "random" (Erdos-Renyi G(n, p) drawn with `seed`, redrawn until
     connected, at most 1000 tries).
 
-    Example:
+    Examples:
         >>> graph_edges("ring", 3)
         [(0, 1, 1.0), (1, 2, 1.0), (2, 0, 1.0)]
     """
@@ -197,7 +197,7 @@ class QubitNetwork(eqx.Module):
     A disconnected graph is allowed, with a warning: qubits then cluster per
     connected component (`components`).
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> net = QubitNetwork(3, "path", k=10.0,
         ...     H=[0.5 * (j + 1) * qf.sigmaz() for j in range(3)],

@@ -308,7 +308,7 @@ def run_blended(
     Returns:
         The summary dict written to summary.json.
 
-    Example:
+    Examples:
         >>> config = {"network": {"n": 2, "k": 30.0, "decay": 0.5,
         ...     "fields": [[0.3, 0, 0.5], [0.3, 0, 1.5]], "initial": ["0", "1"]},
         ...     "times": {"t_end": 6.0, "n_save": 31}, "sweep": {"ks": [30.0, 300.0]}}

@@ -107,7 +107,7 @@ def _hermitian(x: jax.Array) -> jax.Array:
 def product_state(states: Any) -> jax.Array:
     """rho_0 (x) rho_1 (x) ... for n single-qubit density matrices (n, 2, 2).
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> from qflow_jax.network import product_state
         >>> product_state([qf.fock_dm(2, 0), qf.fock_dm(2, 1)]).shape
@@ -242,7 +242,7 @@ def network_mesolve(
         `NetworkResult` with the states, the reduced states (nt, n, 2, 2) and the
         expectation values.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, qflow_jax as qf
         >>> net = qf.QubitNetwork(3, "path", k=5.0, jump_ops=[[qf.sigmam()]] * 3)
         >>> res = qf.network_mesolve(net, [qf.fock_dm(2, 0)] * 3,
@@ -393,7 +393,7 @@ def solve_reduced(
         method: as in `network_mesolve`; "kencarp4" treats the coupling implicitly.
         rtol, atol, max_steps: override the method's (defaults 1e-6, 1e-8, 100000).
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> net = qf.QubitNetwork(1000, "ring", k=10.0, H=[qf.sigmax()] * 1000)
         >>> qf.solve_reduced(net, [qf.fock_dm(2, 0)] * 1000, [0.0, 1.0]).states.shape
@@ -441,7 +441,7 @@ def sweep_reduced_states(
     solves its networks one after the other, every one with its own steps); one
     compilation serves the whole sweep.
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> from qflow_jax.network import sweep_reduced_states
         >>> nets = [qf.QubitNetwork(3, "path", k=k, jump_ops=[[qf.sigmam()]] * 3)

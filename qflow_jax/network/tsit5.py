@@ -69,7 +69,7 @@ class UnrolledTsit5(dfx.AbstractAdaptiveSolver):
     stages unrolled and each materialized once: for single-array states whose vector
     field reads the state at many permuted positions (`NetworkVectorField`).
 
-    Example:
+    Examples:
         >>> import qflow_jax as qf
         >>> net = qf.QubitNetwork(2, "path", k=1.0)
         >>> res = qf.network_mesolve(net, [qf.fock_dm(2, 0)] * 2, [0.0, 1.0],

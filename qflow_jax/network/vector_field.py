@@ -64,7 +64,7 @@ def partial_traces(rho: jax.Array, n: int) -> jax.Array:
     the diagonal and the n diagonals rho[r, r ^ f_j] are read: O(n 2^n) entries,
     not O(n 4^n).
 
-    Example:
+    Examples:
         >>> from qflow_jax.network import product_state
         >>> partial_traces(product_state([qf.fock_dm(2, 0)] * 3), 3).shape
         (3, 2, 2)
@@ -107,7 +107,7 @@ class NetworkVectorField(eqx.Module):
     it. Derivatives go through the XLA expression (the native kernel has no
     transpose), so `jax.grad` and `jax.jvp` work with either kernel.
 
-    Example:
+    Examples:
         >>> net = qf.QubitNetwork(3, "path", k=2.0, jump_ops=[[qf.sigmam()]] * 3)
         >>> vf = NetworkVectorField.build(net)
         >>> drho = vf(0.0, jnp.asarray(qf.tensor(*[qf.fock_dm(2, 0)] * 3)), None)

@@ -62,7 +62,7 @@ class LogQNet(nn.Module):
         t_scale: time standardisation tau = t / t_scale (the final time).
         init_mean, init_width: the initial envelope N(init_mean, init_width^2 I).
 
-    Example:
+    Examples:
         >>> net = LogQNet(dim=2)
         >>> params = net.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros(1))
         >>> net.apply(params, jnp.ones((5, 2)), jnp.full(5, 0.5)).shape

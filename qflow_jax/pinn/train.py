@@ -125,7 +125,7 @@ class PINNSettings:
             progress and divergence checks happen once per chunk).
         seed: PRNG seed used when `train_pinn` gets no key.
 
-    Example:
+    Examples:
         >>> PINNSettings(hidden=(32, 32), steps=2000, t_end=2.0).learning_rate
         0.003
     """
@@ -289,7 +289,7 @@ def pinn_residual(
     Returns:
         (...) residuals.
 
-    Example:
+    Examples:
         >>> from qflow_jax.husimi import a, adag, compile_qpde
         >>> pde = compile_qpde(adag(0) @ a(0), [a(0)])
         >>> vacuum = lambda y, t: -jnp.sum(y**2) - jnp.log(jnp.pi)  # steady state
@@ -632,7 +632,7 @@ def train_pinn(
     Returns:
         A `PINNSolution` (network, parameters, per-step history).
 
-    Example:
+    Examples:
         >>> from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
         >>> pde = compile_qpde(adag(0) @ a(0), [a(0)])
         >>> sol = train_pinn(pde, coherent_q(2.0), PINNSettings(steps=20, t_end=1.0))
