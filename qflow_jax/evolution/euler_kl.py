@@ -13,7 +13,7 @@ changes by less than `loss_tol` (or after `max_inner_steps`).
 
 That "forward" objective re-fits the whole density from samples at every step, so
 its minimizer carries sampling noise of order 1/sqrt(batch) even at dt = 0, and the
-noise random-walks over many steps. The "reverse" objective (PHYSICS.md's variant)
+noise random-walks over many steps. The "reverse" objective (the one of docs/physics.md)
 samples x = f_theta'(z) from the new flow and minimizes
 
     KL(q_theta' || Q~) = E_{x ~ q_theta'}[log q_theta'(x) - log q_theta(x)

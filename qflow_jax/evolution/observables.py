@@ -2,7 +2,7 @@
 
 Q gives anti-normally ordered moments: <a_j> = E_Q[alpha_j], <a_j^dag a_j> =
 E_Q|alpha_j|^2 - 1, and for the quadrature X_j = (a_j + a_j^dag)/2 (and P_j)
-Var(X_j) = Var_Q(x_j) - 1/4 (PHYSICS.md section 3).
+Var(X_j) = Var_Q(x_j) - 1/4 (docs/physics.md, section 3).
 """
 
 from __future__ import annotations

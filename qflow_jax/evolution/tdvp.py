@@ -1,5 +1,5 @@
 """TDVP: the flow parameters follow d theta/dt = S^+ F (time-dependent variational
-principle for a normalized density, PHYSICS.md section 4).
+principle for a normalized density, docs/physics.md, section 4).
 
 With G_i = grad_theta log q_theta(x_i) and s_i = d log Q/dt (x_i) from the compiled
 PDE on samples x_i ~ q_theta,

@@ -1,5 +1,5 @@
 """Named Lindblad problems for configs and the CLI, each with its exact solution
-where one exists (PHYSICS.md section 1)."""
+where one exists (docs/physics.md, section 1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Qubit networks with diffusive (swap) coupling and their blended dynamics.
 
-PHYSICS.md section 2: the model (`QubitNetwork`), its structured Lindbladian
+docs/physics.md, section 2: the model (`QubitNetwork`), its structured Lindbladian
 (`NetworkVectorField`, `network_mesolve`), the closed reduced-state system
 (`solve_reduced`), the blended dynamics and quantum Laplacian, diagnostics of
 clustering and the k-sweep, and `run_blended` behind `qflow blended CONFIG`.

@@ -182,7 +182,7 @@ def blended_network_mesolve(
 
     with P the permutation average (`symmetrize`) and L0 the network generator
     without the swap term. As k grows the network state is attracted to this
-    orbit (PHYSICS.md section 2, a reconstruction). Options as in
+    orbit (docs/physics.md, section 2, a reconstruction). Options as in
     `network_mesolve` (an implicit `method` is applied to the whole field).
     Connected graphs, n <= 7.
 

@@ -87,7 +87,7 @@ def first_order_correction(network: QubitNetwork, rho_avg: Any) -> np.ndarray:
 
     with L_G^+ the pseudoinverse of the graph Laplacian, L_j the local generators
     and B their average (per connected component). The remainder is O(1/k^2)
-    once the initial layer has decayed (PHYSICS.md section 2, a reconstruction).
+    once the initial layer has decayed (docs/physics.md, section 2, a reconstruction).
 
     Args:
         network: the network (k > 0).

@@ -1,6 +1,6 @@
 """`QubitNetwork`: qubits on a weighted graph with swap-based diffusive coupling.
 
-The network master equation (PHYSICS.md section 2):
+The network master equation (docs/physics.md, section 2):
 
     d rho/dt = -i[H, rho] + sum_j sum_m D[L_jm] rho
                + k sum_{(j,l) in E} a_jl (U_jl rho U_jl - rho)

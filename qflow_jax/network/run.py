@@ -294,7 +294,7 @@ def run_blended(
 ) -> dict[str, Any]:
     r"""Runs a qubit network against its blended dynamics and sweeps the gain k.
 
-    The network (PHYSICS.md section 2) is integrated from a product state; each
+    The network (docs/physics.md, section 2) is integrated from a product state; each
     qubit's reduced state rho_j(t) is compared with the blended trajectory
     rhobar(t) of its connected component (d rhobar/dt = B rhobar, B the average
     local generator), clusters are detected, and a k-sweep fits

@@ -539,7 +539,7 @@ class PINNSolution(SolveResult):
 
         Quadrature: a midpoint grid of n_grid^2 points on the box for one mode,
         otherwise importance sampling (n_samples from N(center, (L/2)^2 I)). Moments
-        are anti-normally ordered (PHYSICS.md 3): <a_j> = E[alpha_j],
+        are anti-normally ordered (docs/physics.md, section 3): <a_j> = E[alpha_j],
         <n_j> = E|alpha_j|^2 - 1, with E over Q / integral Q.
 
         Returns:

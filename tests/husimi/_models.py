@@ -40,7 +40,7 @@ def random_op(rng, modes, total_degree, exps=DEGREE_2):
 
 
 def models():
-    """(name, H, jump_ops, n_modes): every ingredient of PHYSICS.md section 3."""
+    """(name, H, jump_ops, n_modes): every ingredient of docs/physics.md, section 3."""
     rng = np.random.default_rng(7)
     w, g, nth, U, J, F, kappa = 1.3, 0.4, 0.7, 0.9, 0.6, 0.5, 0.35
     out = [

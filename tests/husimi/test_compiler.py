@@ -28,7 +28,7 @@ from qflow_jax.husimi import (
 def test_damped_pde_term_by_term():
     w, g = 1.7, 0.3
     pde = compile_qpde(w * adag(0) @ a(0), [np.sqrt(g) * a(0)])
-    # PHYSICS.md: (g/2)[d_x(xQ) + d_p(pQ)] + w (x d_p - p d_x) Q + (g/4) Lap Q
+    # docs/physics.md: (g/2)[d_x(xQ) + d_p(pQ)] + w (x d_p - p d_x) Q + (g/4) Lap Q
     expected = {
         (0, 0): {(0, 0): g},
         (1, 0): {(1, 0): g / 2, (0, 1): -w},
@@ -52,7 +52,7 @@ def test_inspection_of_kerr_and_two_photon_loss():
     x = jnp.array([[0.7, -1.2], [2.0, 0.3]])
     eig = jnp.linalg.eigvalsh(kerr.diffusion_matrix(x))
     r2 = jnp.sum(x**2, axis=-1)
-    # PHYSICS.md: eigenvalues +-(U/4)(x^2 + p^2), U = 1
+    # docs/physics.md: eigenvalues +-(U/4)(x^2 + p^2), U = 1
     np.testing.assert_allclose(eig, jnp.stack([-r2 / 4, r2 / 4], -1), atol=1e-14)
     tpl = compile_qpde(0.0, [a(0) @ a(0)])
     assert tpl.max_order == 4 and not tpl.is_fokker_planck()
@@ -62,7 +62,7 @@ def test_inspection_of_kerr_and_two_photon_loss():
 
 
 def test_coherent_gaussian_solves_damped_multimode_pde():
-    # Linear multimode: alpha(t) = expm(-(iM + G/2) t) alpha0 (PHYSICS.md section 1).
+    # Linear multimode: alpha(t) = expm(-(iM + G/2) t) alpha0 (docs/physics.md, 1).
     M = np.array([[1.0, 0.4], [0.4, -0.6]])
     gam = np.array([0.5, 0.2])
     H = sum(M[i, j] * adag(i) @ a(j) for i in range(2) for j in range(2))

@@ -1,4 +1,4 @@
-"""mesolve against closed-form solutions (PHYSICS.md section 1)."""
+"""mesolve against closed-form solutions (docs/physics.md, section 1)."""
 
 import jax.numpy as jnp
 import numpy as np
