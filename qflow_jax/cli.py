@@ -210,7 +210,9 @@ def _parser() -> argparse.ArgumentParser:
         "summary.json plus plots.",
     )
     blended.add_argument("config", help="YAML config, e.g. configs/network_path3.yaml")
-    blended.add_argument("--out", help="output folder (default runs/CONFIG-NAME)")
+    blended.add_argument(
+        "--out", help="output folder (default runs/STEM, STEM the config file's name)"
+    )
     blended.set_defaults(func=_cmd_blended)
     return parser
 

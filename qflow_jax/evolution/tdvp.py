@@ -99,7 +99,7 @@ class TDVPSettings:
             check_positive_number(getattr(self, name), name, integer=True)
         if not (isinstance(self.diag_shift, int | float) and self.diag_shift >= 0):
             raise ValueError(f"`diag_shift` must be >= 0, got {self.diag_shift!r}")
-        if self.linear_solver in ("pinv", "snr") and self.s_builder == "matrix_free":
+        if self.linear_solver != "cg" and self.s_builder == "matrix_free":
             raise ValueError(
                 f"`linear_solver='{self.linear_solver}'` needs the dense S; use "
                 "'cg' with `s_builder='matrix_free'`"

@@ -205,6 +205,11 @@ CASES = {
         ValueError,
         r"`batch_size` must be a positive integer",
     ),
+    "TDVPSettings: Cholesky on the matrix-free S": (
+        lambda: qf.TDVPSettings(linear_solver="cholesky", s_builder="matrix_free"),
+        ValueError,
+        r"`linear_solver='cholesky'` needs the dense S",
+    ),
     "EulerKLSettings: zero learning rate": (
         lambda: qf.EulerKLSettings(learning_rate=0.0),
         ValueError,
