@@ -11,6 +11,10 @@ import pytest
 
 WORKER = Path(__file__).with_name("_worker.py")
 
+# two worker processes that compile every sharded program (28 s of the default
+# suite's 8-minute budget): run on purpose, `python -m pytest -m slow`
+pytestmark = pytest.mark.slow
+
 
 def start(devices: int) -> subprocess.Popen:
     env = dict(os.environ)
