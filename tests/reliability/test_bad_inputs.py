@@ -244,20 +244,6 @@ def test_truncated_coherent_state_warns():
         qf.coherent(5, NAN)
 
 
-def test_duplicate_yaml_key_exits_2_naming_it(tmp_path, capsys):
-    from qflow_jax.cli import main
-
-    cfg = tmp_path / "dup.yaml"
-    cfg.write_text(
-        "name: dup\nmodel:\n  kind: damped_cavity\n  N: 10\n  N: 20\n"
-        "times: {t_end: 1.0, n_save: 3}\n"
-    )
-    assert main(["lindblad", str(cfg), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "duplicate key 'N' on line 5 (first on line 4)" in err
-    assert "Traceback" not in err
-
-
 def test_run_folder_files_follow_the_umask_and_stale_temporaries_go(tmp_path):
     import os
 
