@@ -1,7 +1,7 @@
 """The comparison suite from the benchmarks folder: the same as `qflow bench`.
 
 Run: python benchmarks/run.py SUITE [--quick] [--out DIR] [--time-budget S] ...
-     (SUITE: dims, bosonic, engines; see qflow_jax/bench/suites/)
+     (SUITE: dims, bosonic, engines; see qflow_jax/apps/bench/suites/)
 """
 
 import sys

@@ -76,7 +76,7 @@ _MODULES = {
     "qflow_jax.pinn": "PINNSettings PINNSolution train_pinn",
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names.split()}
-_DEPRECATED = {"run_blended": "qflow_jax.network.run"}
+_DEPRECATED = {"run_blended": "qflow_jax.apps.blended"}
 
 
 def __getattr__(name: str):

@@ -48,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = load_yaml(args.config) if args.config else None
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    from qflow_jax.evolution.run import DEFAULT_QFLOW_CONFIG, run_qflow
+    from qflow_jax.apps.run import DEFAULT_QFLOW_CONFIG, run_qflow
 
     return run_qflow(
         config or DEFAULT_QFLOW_CONFIG,
@@ -59,7 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_pinn(args: argparse.Namespace) -> dict[str, Any]:
-    from qflow_jax.pinn.run import run_pinn
+    from qflow_jax.apps.pinn import run_pinn
 
     return run_pinn(load_yaml(args.config), args.out)
 
@@ -71,7 +71,7 @@ def _cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from qflow_jax.bench import run_suite
+    from qflow_jax.apps.bench import run_suite
 
     return run_suite(
         args.suite,
@@ -86,7 +86,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_lindblad(args: argparse.Namespace) -> dict[str, Any]:
-    from qflow_jax.lindblad.run import run_lindblad
+    from qflow_jax.apps.lindblad import run_lindblad
 
     return run_lindblad(load_yaml(args.config), args.out)
 
@@ -94,7 +94,7 @@ def _cmd_lindblad(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_blended(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
-    from qflow_jax.network import run_blended
+    from qflow_jax.apps.blended import run_blended
 
     out = args.out or Path("runs") / Path(args.config).stem
     summary = run_blended(load_yaml(args.config), out)

@@ -7,13 +7,14 @@ import os
 import platform
 import sys
 import tempfile
-import textwrap
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qflow_jax._deprecated import moved
 
 __all__ = [
     "ResumeError",
@@ -22,7 +23,6 @@ __all__ = [
     "compilation_cache_dir",
     "enable_compilation_cache",
     "fingerprint",
-    "pyplot",
     "to_jsonable",
     "versions",
 ]
@@ -270,63 +270,14 @@ class RunFolder:
 
         return self._atomic(name, write, ".npz")
 
-    def plot_curves(
-        self,
-        name: str,
-        t: Any,
-        curves: Mapping[str, Any],
-        references: Mapping[str, Any] | None = None,
-        *,
-        bands: Mapping[str, Any] | None = None,
-        xlabel: str = "t",
-        ylabel: str = "expectation value",
-        title: str = "",
-        logy: bool = False,
-    ) -> Path:
-        """Line plot of named curves vs `t`; `references` are drawn dashed in black,
-        `bands` (standard errors of curves, by name) as shaded +-1 sigma bands.
-
-        With `logy`, values <= 0 are not drawn, and the legend says how many of a
-        curve were left out (nothing is clipped to a floor)."""
-        fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=120)
-        t = np.asarray(t)
-
-        def shown(label: str, y: Any) -> tuple[str, np.ndarray]:
-            y = np.asarray(y, dtype=float)
-            if not logy:
-                return label, y
-            out = int(np.sum(np.isfinite(y) & (y <= 0)))
-            y = np.where(y > 0, y, np.nan)
-            what = f"{out} value{'s' * (out != 1)} <= 0 not drawn"
-            return (f"{label} ({what})" if out else label), y
-
-        for label, y in curves.items():
-            text, y = shown(label, y)
-            (line,) = ax.plot(t, y, label=text, lw=1.8)
-            if bands is not None and label in bands:
-                err = np.asarray(bands[label], dtype=float)
-                ax.fill_between(
-                    t, y - err, y + err, color=line.get_color(), alpha=0.25, lw=0
-                )
-        for label, y in (references or {}).items():
-            text, y = shown(label, y)
-            ax.plot(t, y, "k--", lw=1.0, label=text)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
-        if title:
-            ax.set_title(textwrap.fill(title, 70), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        return self.save_figure(name, fig)
-
     def save_figure(self, name: str, fig: Any) -> Path:
         """Writes a matplotlib figure as PNG (atomically) and closes it; figures
         without a layout engine of their own get a tight layout."""
         if fig.get_layout_engine() is None:
             fig.tight_layout()
         path = self._atomic(name, lambda p: fig.savefig(p, format="png"), ".png")
+        from qflow_jax.plots import pyplot
+
         pyplot().close(fig)
         return path
 
@@ -335,16 +286,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def collect_runs(folders: list[str | Path], out: str | Path = ".") -> dict[str, Any]:
@@ -398,3 +339,9 @@ def collect_runs(folders: list[str | Path], out: str | Path = ".") -> dict[str, 
     folder.write_json("collect.json", {"rows": rows})
     folder.write_text("collect.md", "\n".join(lines) + "\n")
     return {"folder": str(folder.path), "table": rows}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "pyplot":  # deprecated: every figure moved to qflow_jax.plots
+        return moved("qflow_jax.runs", "qflow_jax.plots")(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,5 @@
-"""The comparison suite: Q-Flow against grid solvers, PINNs and exact references
-across dimensions, and the Lindblad engines against QuTiP and dynamiqs.
+"""Deprecated: the comparison suite (`qflow bench`) moved to `qflow_jax.apps.bench`."""
 
-    qflow bench dims [--quick] [--out DIR] [--time-budget S] [--memory-budget GIB]
+from qflow_jax._deprecated import moved
 
-See `qflow_jax.bench.suite` for the suite configs and outputs and
-`qflow_jax.bench.methods` for how every method is measured.
-"""
-
-from qflow_jax.bench.methods import METHOD_KINDS, run_method
-from qflow_jax.bench.suite import load_suite, run_suite
-
-__all__ = ["METHOD_KINDS", "load_suite", "run_method", "run_suite"]
+__getattr__ = moved("qflow_jax.bench", "qflow_jax.apps.bench")

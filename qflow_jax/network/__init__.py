@@ -3,9 +3,11 @@
 docs/physics.md, section 2: the model (`QubitNetwork`), its structured Lindbladian
 (`NetworkVectorField`, `network_mesolve`), the closed reduced-state system
 (`solve_reduced`), the blended dynamics and quantum Laplacian, diagnostics of
-clustering and the k-sweep, and `run_blended` behind `qflow blended CONFIG`.
+clustering and the k-sweep. The `qflow blended CONFIG` command is
+`qflow_jax.apps.blended`.
 """
 
+from qflow_jax._deprecated import moved
 from qflow_jax.network.blended import (
     BlendedNetworkVectorField,
     blended_lindbladian,
@@ -37,12 +39,6 @@ from qflow_jax.network.model import (
     graph_edges,
     swap_matrix,
 )
-from qflow_jax.network.run import (
-    BLENDED_SCHEMA,
-    build_network,
-    initial_states,
-    run_blended,
-)
 from qflow_jax.network.solve import (
     METHODS,
     NetworkResult,
@@ -56,7 +52,6 @@ from qflow_jax.network.solve import (
 from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
 
 __all__ = [
-    "BLENDED_SCHEMA",
     "GRAPHS",
     "METHODS",
     "NAMED_COUPLINGS",
@@ -72,7 +67,6 @@ __all__ = [
     "blended_trajectories",
     "blended_trajectory",
     "bloch_vectors",
-    "build_network",
     "collective_couplings",
     "component_averages",
     "coupling_matrix",
@@ -81,7 +75,6 @@ __all__ = [
     "first_order_correction",
     "frobenius_distances",
     "graph_edges",
-    "initial_states",
     "k_sweep",
     "laplacian_spectrum",
     "network_mesolve",
@@ -89,10 +82,18 @@ __all__ = [
     "partial_traces",
     "product_state",
     "quantum_laplacian",
-    "run_blended",
     "solve_reduced",
     "sweep_reduced_states",
     "swap_matrix",
     "symmetrize",
     "trace_distances",
 ]
+
+
+_MOVED = ("BLENDED_SCHEMA", "build_network", "initial_states", "run_blended")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:  # deprecated: the command's names moved to the app
+        return moved("qflow_jax.network", "qflow_jax.apps.blended")(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

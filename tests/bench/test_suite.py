@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from qflow_jax.bench.suite import _add_comparisons, load_suite, problem_config
+from qflow_jax.apps.bench.suite import _add_comparisons, load_suite, problem_config
+from qflow_jax.apps.run import setup_qflow
 from qflow_jax.cli import main
-from qflow_jax.evolution.run import setup_qflow
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

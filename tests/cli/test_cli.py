@@ -104,7 +104,7 @@ def test_run_resumes_after_kill_9_to_the_same_result(default_run, tmp_path, caps
     b = np.load(killed / "observables.npz")
     np.testing.assert_allclose(b["n"], a["n"], rtol=1e-10, atol=1e-12)
     # a finished folder resumed with another config is refused, naming the key
-    from qflow_jax.evolution.run import DEFAULT_QFLOW_CONFIG
+    from qflow_jax.apps.run import DEFAULT_QFLOW_CONFIG
 
     other = tmp_path / "other.yaml"
     config = json.loads(json.dumps(DEFAULT_QFLOW_CONFIG))

@@ -334,7 +334,7 @@ def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
 def _checkpoint(folder, config, **change):
     """A checkpoint of `config` as `qflow run` writes it after its first interval,
     then with the fields in `change` replaced (None: removed)."""
-    from qflow_jax.evolution.run import _save_checkpoint, validate_qflow_config
+    from qflow_jax.apps.run import _save_checkpoint, validate_qflow_config
     from qflow_jax.runs import RunFolder
 
     cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
@@ -353,7 +353,7 @@ def _checkpoint(folder, config, **change):
 
 
 def _fingerprint(config, **patch):
-    from qflow_jax.evolution.run import _NOT_FINGERPRINTED, validate_qflow_config
+    from qflow_jax.apps.run import _NOT_FINGERPRINTED, validate_qflow_config
     from qflow_jax.runs import fingerprint
 
     cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
@@ -414,8 +414,8 @@ def test_bench_resume_refuses_damaged_and_foreign_results(tmp_path):
     args = ["bench", "dims", "--quick", "--out", str(out), "--resume"]
     results.write_text('{"rows": [')
     assert_refused(args, "results.json is damaged (JSONDecodeError")
-    from qflow_jax.bench.suite import _fingerprint as bench_fingerprint
-    from qflow_jax.bench.suite import load_suite
+    from qflow_jax.apps.bench.suite import _fingerprint as bench_fingerprint
+    from qflow_jax.apps.bench.suite import load_suite
 
     cfg = load_suite("dims", True, None, None, None, None)
     fp = bench_fingerprint(cfg, cfg["methods"])

@@ -1,26 +1,17 @@
-"""`run_qflow` on expression models: parsing, the Fock-space reference, short runs
-and their resumption."""
+"""`qflow run` (`run_qflow`): config checks, a short Kerr run against its Fock-space
+reference, and resumption."""
 
 import contextlib
 import io
 import json
 
-import jax
 import numpy as np
 import pytest
 
+from qflow_jax.apps import run as run_module
+from qflow_jax.apps.run import run_qflow, validate_qflow_config
 from qflow_jax.cli import main
 from qflow_jax.config import ConfigError
-from qflow_jax.evolution import run as run_module
-from qflow_jax.evolution.run import (
-    _DampedModes,
-    _FockReference,
-    _Initial,
-    parse_operator,
-    run_qflow,
-    validate_qflow_config,
-)
-from qflow_jax.husimi import a, adag, husimi_q
 
 KERR = {
     "kind": "expression",
@@ -49,21 +40,6 @@ def tiny(**over):
         merge = isinstance(value, dict) and key != "initial"
         cfg[key] = {**cfg[key], **value} if merge else value
     return cfg
-
-
-def test_parse_operator_builds_the_algebra():
-    c = {"U": 0.5, "g": 0.25, "J": 0.1}
-    H = parse_operator("U/2 * adag(0)**2 @ a(0)**2", c, 1, "H")
-    assert H.terms == (0.25 * adag(0) @ adag(0) @ a(0) @ a(0)).terms
-    L = parse_operator("sqrt(g) * a(0)", c, 1, "L")
-    assert L.terms == (0.5 * a(0)).terms
-    # complex literals, unary minus, exp, pi, `*` between operators
-    hop = parse_operator("1j*J*(adag(0)*a(1) - adag(1)@a(0)) + -pi*exp(0)", c, 2, "H")
-    ref = 0.1j * (adag(0) @ a(1) - adag(1) @ a(0)) - np.pi
-    assert hop.terms.keys() == ref.terms.keys()
-    for key, value in ref.terms.items():
-        assert hop.terms[key] == pytest.approx(value)
-    assert hop.is_hermitian()
 
 
 @pytest.mark.parametrize(
@@ -123,69 +99,6 @@ def test_bad_expression_exits_2_through_the_cli(tmp_path, capsys):
     assert "`model.hamiltonian`" in err and "mode index 1" in err
 
 
-def test_fock_reference_equals_the_exact_damped_solution():
-    w, g, J = 1.0, 0.7, 0.4
-    model = {
-        "kind": "expression",
-        "modes": 2,
-        "hamiltonian": "w * (adag(0) @ a(0) + adag(1) @ a(1))"
-        " + J * (adag(0) @ a(1) + adag(1) @ a(0))",
-        "jump_ops": ["sqrt(g) * a(0)", "sqrt(g) * a(1)"],
-        "constants": {"w": w, "g": g, "J": J},
-    }
-    cfg = validate_qflow_config(
-        {
-            "model": model,
-            "initial": {"alpha": [[1.0, 0.0], [0.0, 0.5]]},
-            "reference": {"cutoff": 12},
-        }
-    )
-    tsave = np.linspace(0.0, 1.5, 4)
-    initial = _Initial.from_config(cfg["initial"], 2)
-    fock = _FockReference(cfg["model"], cfg["reference"], initial, tsave, mode=1)
-    exact = _DampedModes(
-        {"modes": 2, "omega": w, "gamma": g, "hopping": J}, initial, tsave
-    )
-    # 12 levels: the top one holds e^-1/11! ~ 1e-8 of |alpha| = 1; mesolve rtol 1e-8
-    np.testing.assert_allclose(fock.n_ref, exact.n_ref, atol=1e-7)
-    np.testing.assert_allclose(fock.a_ref, exact.a_ref, atol=1e-7)
-    alphas = np.array([[0.3 + 0.2j, -0.5 + 1.0j], [1.5 - 0.3j, 0.0]])
-    for i in range(len(tsave)):
-        np.testing.assert_allclose(
-            fock.q_marginal(i, 1, alphas), exact.q_marginal(i, 1, alphas), atol=1e-8
-        )
-    assert fock.info["max_top_population"] < 1e-8
-
-
-def test_cutoff_too_small_is_refused():
-    cfg = validate_qflow_config(
-        {
-            "model": KERR,
-            "initial": {"alpha": [[2.0, 0.0]]},
-            "reference": {"cutoff": 8},
-        }
-    )
-    initial = _Initial.from_config(cfg["initial"], 1)
-    with pytest.raises(ConfigError, match="`reference.cutoff` = 8 is too small"):
-        _FockReference(cfg["model"], cfg["reference"], initial, np.array([0, 0.1]), 0)
-
-
-@pytest.mark.parametrize("kind", ["fock", "thermal"])
-def test_exact_initial_samplers_follow_q0(kind):
-    init = {"kind": kind, "n": [2]} if kind == "fock" else {"kind": kind, "nth": [1.5]}
-    initial = _Initial.from_config(
-        {"alpha": None, "sign": 1, "n": None, "nth": None, **init}, 1
-    )
-    x = initial.sampler()(jax.random.key(0), 200_000)
-    n = np.mean(np.sum(np.asarray(x) ** 2, -1)) - 1  # <n> = E|alpha|^2 - 1
-    np.testing.assert_allclose(n, 2.0 if kind == "fock" else 1.5, atol=0.02)
-    # the analytic log Q(0) is the Husimi function of the Fock-basis state
-    y = np.array([[0.3, -0.4], [1.2, 0.5]])
-    Q = husimi_q(initial.rho0(40), (y[:, 0] + 1j * y[:, 1])[:, None])
-    # (rtol: the thermal state truncated at 40 levels misses (1.5/2.5)^40 ~ 1e-9)
-    np.testing.assert_allclose(np.exp(initial.logq()(y)), Q, rtol=1e-7)
-
-
 FOCK_START = {"kind": "fock", "n": [1]}  # a ring: pre-trained by maximum likelihood
 
 
@@ -210,11 +123,16 @@ def test_resume_with_nothing_to_resume_says_so(straight):
 
 
 @pytest.mark.e2e
-def test_short_kerr_run_writes_finite_metrics(straight):
+def test_short_kerr_run_follows_its_fock_reference(straight):
     out, summary = straight
     m = summary["metrics"]
-    for key in ("max_rel_error_n", "max_l1_q", "final_kl_grid", "normalization"):
-        assert np.isfinite(m[key]), key
+    # a 2-layer flow of width 4 pre-trained for 100 steps on the Fock ring (KL 0.1)
+    # measured 0.108, 0.33 and 0.045; a wrong sign or term of the Kerr PDE gives
+    # errors of order one
+    assert m["max_rel_error_n"] < 0.15
+    assert m["max_l1_q"] < 0.4
+    assert m["final_kl_grid"] < 0.08
+    assert abs(m["normalization"] - 1) < 5 * m["normalization_stderr"]
     assert summary["pretrain"]["steps"] > 0
     assert m["pretrain_kl"] == summary["pretrain"]["kl"]
     assert summary["reference"]["max_top_population"] < 1e-4
@@ -260,31 +178,6 @@ def test_resume_after_pretraining_and_an_interrupted_interval(
     for key in ("n", "l1_q", "kl_grid", "q_flow"):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-10, atol=1e-12)
     assert resumed["pretrain"] == summary["pretrain"]
-
-
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_cat_samples_follow_q_with_its_fringes(sign):
-    from qflow_jax.husimi import cat_q
-    from qflow_jax.husimi.states import sample_cat_q
-
-    n = 400_000
-    x = np.asarray(sample_cat_q(jax.random.key(3), 2.0, sign, n))
-    # <n> = |a0|^2 tanh(|a0|^2) (even) or coth (odd); E|alpha|^2 = <n> + 1
-    n_cat = 4.0 * np.tanh(4.0) ** sign
-    se = np.std(np.sum(x**2, -1)) / np.sqrt(n)
-    assert abs(np.mean(np.sum(x**2, -1)) - 1 - n_cat) < 4 * se
-    # the interference term doubles Q near the origin for the even cat and almost
-    # empties it for the odd one, relative to the mixture of the two Gaussians
-    r = 0.3
-    inside = np.mean(np.sum(x**2, -1) < r**2)
-    rho, phi = np.meshgrid(
-        np.linspace(0, r, 201)[1:] - r / 400, np.arange(64) * np.pi / 32
-    )
-    y = np.stack([rho * np.cos(phi), rho * np.sin(phi)], -1)
-    expected = np.sum(cat_q(2.0, sign)(y) * rho) * (r / 200) * (np.pi / 32)
-    mixture = np.exp(-4.0) * (1 - np.exp(-(r**2)))  # the same without interference
-    assert abs(expected - mixture) > 0.5 * mixture
-    assert abs(inside - expected) < 4 * np.sqrt(expected / n)
 
 
 def test_every_shipped_qflow_config_is_valid():

@@ -1,0 +1,479 @@
+"""`run_blended`: a network, its blended comparison and a k-sweep, from a config.
+
+Backs the CLI command `qflow blended CONFIG`. Writes summary.json, arrays.npz and
+plots (Bloch components of every qubit against the blended trajectory, log-log
+error vs k with the fitted slope, the Laplacian spectrum) into `out_dir`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from qflow_jax.config import (
+    REQUIRED,
+    ConfigError,
+    Field,
+    at_least_two,
+    load_yaml,
+    non_negative,
+    positive,
+    validate,
+)
+from qflow_jax.lindblad.mesolve import MESOLVE_METHODS
+from qflow_jax.network.blended import (
+    blended_network_mesolve,
+    blended_trajectories,
+    laplacian_spectrum,
+)
+from qflow_jax.network.diagnostics import (
+    bloch_vectors,
+    detect_clusters,
+    frobenius_distances,
+    k_sweep,
+    network_trajectories,
+    trace_distances,
+)
+from qflow_jax.network.dicke import dicke_operators
+from qflow_jax.network.model import (
+    GRAPHS,
+    NAMED_COUPLINGS,
+    QubitNetwork,
+    collective_couplings,
+)
+from qflow_jax.network.solve import METHODS, network_mesolve, product_state
+from qflow_jax.plots import plot_axes, plot_curves
+from qflow_jax.runs import RunFolder
+
+__all__ = ["BLENDED_SCHEMA", "build_network", "initial_states", "run_blended"]
+
+_STATES = ("0", "1", "+", "-", "+i", "-i")
+
+
+def _per_qubit_rates(value: Any) -> str | None:
+    vals = value if isinstance(value, list) else [value]
+    ok = all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in vals
+    )
+    return None if ok else "must be a rate >= 0 or a list of rates >= 0"
+
+
+def _gains(value: Any) -> str | None:
+    ok = isinstance(value, list) and len(value) >= 2
+    ok = ok and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value
+    )
+    return None if ok else "must be a list of at least 2 gains > 0"
+
+
+BLENDED_SCHEMA: dict[str, Any] = {
+    "name": Field(str, "network", doc="run name"),
+    "network": {
+        "n": Field(int, REQUIRED, check=positive, doc="number of qubits"),
+        "graph": Field(str, "path", choices=(*GRAPHS, "custom"), doc="graph name"),
+        "edges": Field(list, None, doc="[[j, l, weight], ...] when graph is custom"),
+        "p": Field(float, 0.5, doc="edge probability of the random graph"),
+        "seed": Field(int, 0, doc="seed of the random graph"),
+        "k": Field(float, REQUIRED, check=non_negative, doc="swap gain"),
+        "fields": Field(
+            list, None, doc="per-qubit [hx, hy, hz]: H_j = hx X + hy Y + hz Z"
+        ),
+        "decay": Field(
+            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g) sigmam"
+        ),
+        "pumping": Field(
+            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g) sigmap"
+        ),
+        "dephasing": Field(
+            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g / 2) sigmaz"
+        ),
+        "couplings": Field(list, [], doc="[[j, l, name, strength], ...]"),
+        "collective": Field(list, [], doc="[[name, strength], ...] on all pairs"),
+        "initial": Field(
+            list, REQUIRED, doc="per qubit: 0, 1, +, -, +i, -i or [theta, phi]"
+        ),
+    },
+    "dicke": {
+        "enabled": Field(bool, False, doc="couple the qubits to one bosonic mode"),
+        "n_levels": Field(int, 6, check=positive, doc="Fock truncation of the mode"),
+        "omega": Field(float, 1.0, doc="mode frequency"),
+        "g": Field(float, 0.5, doc="collective coupling"),
+        "kappa": Field(float, 0.2, check=non_negative, doc="mode decay rate"),
+        "max_top_population": Field(
+            float,
+            1e-4,
+            check=positive,
+            doc="largest allowed population of the mode's highest Fock level",
+        ),
+    },
+    "times": {
+        "t_end": Field(float, 10.0, check=positive, doc="final time"),
+        "n_save": Field(int, 201, check=at_least_two),
+    },
+    "solver": {
+        "method": Field(str, "tsit5", choices=METHODS),
+        "rtol": Field(float, 1e-8, check=positive),
+        "atol": Field(float, 1e-10, check=positive),
+    },
+    "sweep": {
+        "ks": Field(
+            list,
+            [10.0, 30.0, 100.0, 300.0],
+            check=_gains,
+            doc="swap gains of the k-sweep",
+        ),
+        "t_skip": Field(float, None, doc="errors measured for t >= t_skip"),
+    },
+    "cluster_tol": Field(float, 0.02, check=positive, doc="trace-distance tolerance"),
+}
+
+
+def _rates(value: Any, n: int, key: str) -> list[float]:
+    vals = value if isinstance(value, list) else [value] * n
+    if len(vals) != n:
+        raise ConfigError(f"`network.{key}` must hold n={n} rates, got {len(vals)}")
+    return [float(v) for v in vals]
+
+
+def initial_states(spec: list[Any], n: int) -> np.ndarray:
+    """(n, 2, 2) product-state factors from names (0, 1, +, -, +i, -i) or angles."""
+    if len(spec) != n:
+        raise ConfigError(f"`network.initial` must hold n={n} states, got {len(spec)}")
+    out = []
+    for j, s in enumerate(spec):
+        if isinstance(s, str):
+            if s not in _STATES:
+                raise ConfigError(
+                    f"`network.initial[{j}]` must be one of {_STATES}, got {s!r}"
+                )
+            theta, phi = {
+                "0": (0, 0),
+                "1": (math.pi, 0),
+                "+": (math.pi / 2, 0),
+                "-": (math.pi / 2, math.pi),
+                "+i": (math.pi / 2, math.pi / 2),
+                "-i": (math.pi / 2, -math.pi / 2),
+            }[s]
+        elif isinstance(s, list) and len(s) == 2:
+            theta, phi = float(s[0]), float(s[1])
+        else:
+            raise ConfigError(
+                f"`network.initial[{j}]` must be a name or [theta, phi], got {s!r}"
+            )
+        psi = np.array([math.cos(theta / 2), np.exp(1j * phi) * math.sin(theta / 2)])
+        out.append(np.outer(psi, psi.conj()))
+    return np.stack(out)
+
+
+def build_network(cfg: Mapping[str, Any]) -> QubitNetwork:
+    """The `QubitNetwork` of a validated `network` config section."""
+    n = cfg["n"]
+    if cfg["graph"] == "custom":
+        if cfg["edges"] is None:
+            raise ConfigError(
+                "`network.edges` is required when `network.graph` is custom"
+            )
+        edges = cfg["edges"]
+    else:
+        edges = cfg["graph"]
+    X = np.array([[0, 1], [1, 0]], dtype=complex)
+    Y = np.array([[0, -1j], [1j, 0]])
+    Z = np.diag([1.0, -1.0]).astype(complex)
+    fields = cfg["fields"] if cfg["fields"] is not None else [[0.0, 0.0, 0.0]] * n
+    if len(fields) != n or any(len(f) != 3 for f in fields):
+        raise ConfigError(f"`network.fields` must hold n={n} triples [hx, hy, hz]")
+    H = [f[0] * X + f[1] * Y + f[2] * Z for f in fields]
+    sm = np.array([[0, 0], [1, 0]], dtype=complex)
+    jumps = [[] for _ in range(n)]
+    for key, op, scale in (
+        ("decay", sm, 1.0),
+        ("pumping", sm.T, 1.0),
+        ("dephasing", Z, 0.5),
+    ):
+        for j, g in enumerate(_rates(cfg[key], n, key)):
+            if g > 0:
+                jumps[j].append(math.sqrt(scale * g) * op)
+    couplings = []
+    for i, c in enumerate(cfg["couplings"]):
+        if not (isinstance(c, list) and len(c) == 4 and c[2] in NAMED_COUPLINGS):
+            raise ConfigError(
+                f"`network.couplings[{i}]` must be [j, l, name, strength] with a "
+                f"name in {NAMED_COUPLINGS}, got {c!r}"
+            )
+        couplings.append(tuple(c))
+    for i, c in enumerate(cfg["collective"]):
+        if not (isinstance(c, list) and len(c) == 2 and c[0] in NAMED_COUPLINGS):
+            raise ConfigError(
+                f"`network.collective[{i}]` must be [name, strength], got {c!r}"
+            )
+        couplings += collective_couplings(n, c[0], float(c[1]))
+    try:
+        return QubitNetwork(
+            n,
+            edges,
+            cfg["k"],
+            H=H,
+            jump_ops=jumps,
+            couplings=couplings,
+            graph_p=cfg["p"],
+            graph_seed=cfg["seed"],
+        )
+    except ValueError as err:
+        raise ConfigError(f"`network`: {err}") from err
+
+
+def _dicke_reduced(net, ks, rho0s, tsave, dcfg, scfg) -> tuple[np.ndarray, float]:
+    """(len(ks), nt, n, 2, 2) qubit reduced states of the Dicke-type model of `net`
+    at every swap gain in `ks`, and the largest population of the mode's highest
+    Fock level (refused above `dicke.max_top_population`): one batched dense
+    solve. The gain enters only the
+    jump operators, which are stacked along a batch axis that `mesolve` splits over
+    devices; the Hamiltonian is shared."""
+    from qflow_jax.lindblad import TruncationError, mesolve
+    from qflow_jax.operators import ptrace
+
+    ops = [
+        dicke_operators(
+            net.with_k(k), dcfg["n_levels"], dcfg["omega"], dcfg["g"], dcfg["kappa"]
+        )
+        for k in ks
+    ]
+    H = ops[0][0]
+    jumps = [
+        jnp.stack([jnp.asarray(o[1][m]) for o in ops]) for m in range(len(ops[0][1]))
+    ]
+    vac = np.zeros((dcfg["n_levels"],) * 2)
+    vac[0, 0] = 1.0
+    rho0 = np.kron(vac, np.asarray(product_state(rho0s)))
+    try:
+        res = mesolve(
+            jnp.asarray(H),
+            jumps,
+            jnp.asarray(rho0),
+            jnp.asarray(tsave),
+            method=scfg["method"],
+            rtol=scfg["rtol"],
+            atol=scfg["atol"],
+            max_steps=1_000_000,
+            batch_mode="map",
+            fock_dims=(dcfg["n_levels"], *([2] * net.n)),
+            fock_modes=(0,),
+            max_top_population=dcfg["max_top_population"],
+        )
+    except TruncationError as err:
+        raise ConfigError(
+            f"`dicke.n_levels` = {dcfg['n_levels']} is too small: the mode's highest "
+            f"Fock level holds {err.population:.3g} at t = {err.t:.4g} (allowed: "
+            f"`dicke.max_top_population` = {err.limit:g}); raise `dicke.n_levels`"
+        ) from None
+    states = res.states.reshape(len(ks), *res.states.shape[-3:])
+    dims = [dcfg["n_levels"]] + [2] * net.n
+    reduced = np.stack(
+        [np.asarray(ptrace(states, j + 1, dims)) for j in range(net.n)], axis=2
+    )
+    return reduced, float(np.max(res.top_population))
+
+
+def run_blended(
+    config: Mapping[str, Any] | str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    r"""Runs a qubit network against its blended dynamics and sweeps the gain k.
+
+    The network (docs/physics.md, section 2) is integrated from a product state; each
+    qubit's reduced state rho_j(t) is compared with the blended trajectory
+    rhobar(t) of its connected component (d rhobar/dt = B rhobar, B the average
+    local generator), clusters are detected, and a k-sweep fits
+    max_j ||rho_j - rhobar||_1 ~ k^slope. With `dicke.enabled` the qubits also
+    couple to one bosonic mode (dense engine) and are compared with their mean.
+
+    Args:
+        config: a mapping or a YAML path following `BLENDED_SCHEMA`.
+        out_dir: folder for summary.json, arrays.npz and the plots.
+
+    Returns:
+        The summary dict written to summary.json.
+
+    Examples:
+        >>> config = {"network": {"n": 2, "k": 30.0, "decay": 0.5,
+        ...     "fields": [[0.3, 0, 0.5], [0.3, 0, 1.5]], "initial": ["0", "1"]},
+        ...     "times": {"t_end": 6.0, "n_save": 31}, "sweep": {"ks": [30.0, 300.0]}}
+        >>> summary = run_blended(config, "runs/path3")
+        >>> print(round(summary["metrics"]["sweep_slope"], 1))  # error ~ 1/k
+        -1.0
+    """
+    raw = load_yaml(config) if isinstance(config, str | Path) else config
+    cfg = validate(raw, BLENDED_SCHEMA)
+    run = RunFolder(out_dir)
+    started = time.perf_counter()
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        net = build_network(cfg["network"])
+    notes += [str(w.message) for w in caught if "disconnected" in str(w.message)]
+    n = net.n
+    rho0s = initial_states(cfg["network"]["initial"], n)
+    tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
+    scfg, dcfg = cfg["solver"], cfg["dicke"]
+    if dcfg["enabled"] and scfg["method"] not in MESOLVE_METHODS:
+        raise ConfigError(
+            f"`solver.method` {scfg['method']!r} needs the network engine's stiff "
+            "swap part; with `dicke.enabled` (dense engine) choose one of "
+            + ", ".join(m for m in METHODS if m in MESOLVE_METHODS)
+        )
+    opts = {"method": scfg["method"], "rtol": scfg["rtol"], "atol": scfg["atol"]}
+
+    if dcfg["enabled"]:
+        reduced, top = _dicke_reduced(net, [net.k], rho0s, tsave, dcfg, scfg)
+        reduced = reduced[0]
+        # the mode couples all qubits: the reference is their mean reduced state
+        blended = np.broadcast_to(reduced.mean(axis=1, keepdims=True), reduced.shape)
+        reference = "mean reduced state of the qubits (collective mode: no closed B)"
+    else:
+        reduced = network_trajectories(net, rho0s, tsave, **opts)
+        blended = blended_trajectories(net, rho0s, tsave)
+        reference = "blended trajectory exp(B t) rhobar(0) of each component"
+    tdist = trace_distances(reduced, blended)
+    fdist = frobenius_distances(reduced, blended)
+    tail = tsave >= 0.5 * tsave[-1]
+    clusters = detect_clusters(reduced[tail], cfg["cluster_tol"])
+    if len(net.components) > 1:
+        notes.append(
+            f"disconnected graph: clusters form per component {net.components}; "
+            f"found {clusters}"
+        )
+
+    summary: dict[str, Any] = {
+        "name": cfg["name"],
+        "n": n,
+        "edges": [
+            [j, q, float(w)] for (j, q), w in zip(net.edges, net.weights, strict=True)
+        ],
+        "components": net.components,
+        "engine": "dense mesolve (Dicke)"
+        if dcfg["enabled"]
+        else ("reduced-state system" if net.is_local else "structured network engine"),
+        "reference": reference,
+        "clusters": clusters,
+        "notes": notes,
+    }
+    metrics: dict[str, float] = {
+        "max_trace_distance_late": float(tdist[tail].max()),
+        "max_frobenius_distance_late": float(fdist[tail].max()),
+        "lambda2": net.algebraic_connectivity(),
+    }
+
+    if dcfg["enabled"]:
+        sweep_k = [float(k) for k in cfg["sweep"]["ks"]]
+        sweep_err = []
+        reduced_k, top_k = _dicke_reduced(net, sweep_k, rho0s, tsave, dcfg, scfg)
+        metrics["dicke_max_top_population"] = max(top, top_k)
+        for red_k in reduced_k:
+            dev = trace_distances(red_k, red_k.mean(axis=1, keepdims=True))
+            sweep_err.append(float(dev[tail].max()))
+        slope, intercept = np.polyfit(np.log(sweep_k), np.log(sweep_err), 1)
+        sweep = {
+            "ks": np.asarray(sweep_k),
+            "max_error": np.asarray(sweep_err),
+            "k_times_error": np.asarray(sweep_k) * np.asarray(sweep_err),
+            "slope": float(slope),
+            "intercept": float(intercept),
+        }
+    else:
+        sweep = k_sweep(
+            net, rho0s, tsave, cfg["sweep"]["ks"], t_skip=cfg["sweep"]["t_skip"], **opts
+        )
+    summary["sweep"] = sweep
+    metrics["sweep_slope"] = sweep["slope"]
+
+    if n <= 5:
+        spec = laplacian_spectrum(net)
+        eig, label = spec["eigenvalues"], "quantum Laplacian L_Q"
+        summary["laplacian"] = {k: v for k, v in spec.items() if k != "eigenvalues"}
+    else:
+        eig, label = np.linalg.eigvalsh(net.graph_laplacian()), "graph Laplacian L_G"
+        summary["laplacian"] = {
+            "kernel_dim_expected": math.prod(
+                math.comb(len(c) + 3, 3) for c in net.components
+            ),
+            "lambda2_graph": net.algebraic_connectivity(),
+            "note": "dense L_Q spectrum only for n <= 5; graph Laplacian plotted",
+        }
+    if not dcfg["enabled"] and n <= 6 and len(net.components) == 1:
+        full = network_mesolve(
+            net, product_state(rho0s), tsave, save_states=True, **opts
+        )
+        blend = blended_network_mesolve(net, product_state(rho0s), tsave, **opts)
+        orbit = trace_distances(np.asarray(full.states), np.asarray(blend.states))
+        metrics["orbit_attraction_late"] = float(orbit[tail].max())
+
+    bloch = bloch_vectors(reduced)
+    bloch_bar = bloch_vectors(blended)
+    plots = []
+    for c, axis in enumerate("xyz"):
+        plots.append(
+            plot_curves(
+                run,
+                f"bloch_{axis}.png",
+                tsave,
+                {f"qubit {j}": bloch[:, j, c] for j in range(n)},
+                {"blended" if not dcfg["enabled"] else "mean": bloch_bar[:, 0, c]},
+                ylabel=f"<sigma_{axis}>",
+                title=f"Bloch {axis} of every qubit vs blended",
+            ).name
+        )
+
+    def draw_sweep(ax):
+        ks, err = np.asarray(sweep["ks"]), np.asarray(sweep["max_error"])
+        ax.loglog(ks, err, "o-", label="max_j ||rho_j - rhobar||_1 / 2")
+        ax.loglog(
+            ks,
+            np.exp(sweep["intercept"]) * ks ** sweep["slope"],
+            "k--",
+            label=f"fit: slope {sweep['slope']:.3f}",
+        )
+        ax.set_xlabel("k")
+        ax.set_ylabel("max error")
+
+    def draw_spectrum(ax):
+        ax.plot(np.arange(eig.size), np.sort(eig), ".", label=label)
+        ax.axhline(
+            net.algebraic_connectivity(),
+            color="k",
+            ls="--",
+            lw=0.8,
+            label="lambda_2(G)",
+        )
+        ax.set_xlabel("index")
+        ax.set_ylabel("eigenvalue")
+
+    plots.append(plot_axes(run, "error_vs_k.png", draw_sweep))
+    plots.append(plot_axes(run, "laplacian_spectrum.png", draw_spectrum))
+    plots.append(
+        plot_curves(
+            run,
+            "distances.png",
+            tsave,
+            {f"qubit {j}": tdist[:, j] for j in range(n)},
+            ylabel="trace distance to blended",
+            logy=True,
+        ).name
+    )
+    run.save_arrays(
+        "arrays.npz",
+        tsave=tsave,
+        reduced=reduced,
+        blended=blended,
+        trace_distance=tdist,
+        frobenius_distance=fdist,
+        bloch=bloch,
+    )
+    summary["plots"] = plots
+    timings_s = {"wall": time.perf_counter() - started}
+    return run.write_summary("blended", cfg, metrics, timings_s, **summary)

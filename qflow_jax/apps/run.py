@@ -1,0 +1,803 @@
+"""`qflow run`: a Q-Flow simulation from a validated config, with checkpoints.
+
+A config chooses the model, the initial state, the flow, the method (TDVP or
+Euler-KL) and its settings, the save times, the seed and the output folder. Two
+model kinds share one run loop through a small interface (`Reference`): the compiled
+Q-PDE, the reference <n_j>(t) and <a_j>(t) at the save times, and the reference
+single-mode marginal Q of one chosen mode on a grid.
+
+- `damped_modes`: damped modes on a chain with hopping from a coherent product; the
+  reference is the exact coherent solution (exact samples and log Q as well).
+- `expression`: H and the jump operators written as strings in the operator algebra
+  (`"U/2 * adag(0)**2 @ a(0)**2"`, `"sqrt(gamma) * a(0)"`) with named constants;
+  the reference is the Lindblad equation solved by `mesolve` in a truncated Fock
+  basis built from the same expressions (`BosonOp.to_matrix`).
+
+Initial states: coherent (the new flow is exactly Q(0)), cat (one mode), Fock and
+thermal products. The last three are pre-trained, by maximum likelihood on exact
+samples of Q(0) (the default; cat samples by rejection from the two coherent
+Gaussians) or by the reverse KL to the analytic log Q(0).
+
+The default problem is a damped single-mode oscillator from a coherent state,
+evolved by TDVP to t = 2/gamma and compared with its exact solution.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from qflow_jax.config import (
+    ConfigError,
+    Field,
+    at_least_two,
+    complex_pairs,
+    non_negative,
+    positive,
+    positive_ints,
+    validate,
+)
+from qflow_jax.evolution.euler_kl import EulerKLSettings, evolve_euler_kl
+from qflow_jax.evolution.observables import normalization, sample_observables
+from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
+from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, evolve_tdvp
+from qflow_jax.flows import NormalizingFlow
+from qflow_jax.husimi.expressions import RESERVED, model_operators
+from qflow_jax.husimi.initial import (
+    CatState,
+    CoherentState,
+    FockState,
+    InitialState,
+    ThermalState,
+)
+from qflow_jax.husimi.models import DampedChain
+from qflow_jax.lindblad.mesolve import TruncationError
+from qflow_jax.metrics import (
+    METRIC_DEFINITIONS,
+    MarginalGrid,
+    compare_marginal,
+    record_metrics,
+)
+from qflow_jax.plots import plot_curves, plot_q_snapshots
+from qflow_jax.references import ExactDampedChain, FockReference, Reference
+from qflow_jax.runs import (
+    ResumeError,
+    RunFolder,
+    check_fingerprint,
+    fingerprint,
+    to_jsonable,
+)
+
+__all__ = [
+    "DEFAULT_QFLOW_CONFIG",
+    "QFLOW_SCHEMA",
+    "QFlowSetup",
+    "run_qflow",
+    "setup_qflow",
+    "validate_qflow_config",
+]
+
+# ------------------------------------------------------------------ config schema
+
+
+def _counts(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    )
+    return None if ok and value else "must be a list of integers >= 0, one per mode"
+
+
+def _occupations(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+    )
+    return None if ok and value else "must be a list of numbers >= 0, one per mode"
+
+
+def _strings(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return None if ok else "must be a list of operator expressions (strings)"
+
+
+def _constants(value: Any) -> str | None:
+    for name, v in value.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            return f"names must be identifiers, got {name!r}"
+        if name in RESERVED:
+            return f"name {name!r} is reserved ({', '.join(sorted(RESERVED))})"
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return f"values must be real numbers, got {name}: {v!r}"
+    return None
+
+
+QFLOW_SCHEMA: dict[str, Any] = {
+    "name": Field(str, "qflow", doc="run name (default output folder runs/NAME)"),
+    "model": {
+        "kind": Field(
+            str,
+            "damped_modes",
+            choices=("damped_modes", "expression"),
+            doc="model family",
+        ),
+        "modes": Field(int, 1, check=positive, doc="number of modes N"),
+        "omega": Field(float, 1.0, doc="mode frequency (damped_modes)"),
+        "gamma": Field(
+            float, 1.0, check=positive, doc="energy decay rate per mode (damped_modes)"
+        ),
+        "hopping": Field(float, 0.0, doc="hopping J on a chain (damped_modes)"),
+        "hamiltonian": Field(str, None, doc="H as an expression (expression)"),
+        "jump_ops": Field(list, None, check=_strings, doc="jump operators L_k"),
+        "constants": Field(dict, None, check=_constants, doc="names used in H, L_k"),
+    },
+    "initial": {
+        "kind": Field(str, "coherent", choices=("coherent", "cat", "fock", "thermal")),
+        "alpha": Field(list, None, check=complex_pairs, doc="amplitude per mode"),
+        "sign": Field(int, 1, choices=(1, -1), doc="cat parity: +1 even, -1 odd"),
+        "n": Field(list, None, check=_counts, doc="Fock number per mode"),
+        "nth": Field(list, None, check=_occupations, doc="thermal <n> per mode"),
+    },
+    "pretrain": {
+        "objective": Field(
+            str,
+            "max_likelihood",
+            choices=("max_likelihood", "reverse_kl"),
+            doc="ML on exact samples of Q(0), or reverse KL to the analytic log Q(0)",
+        ),
+        "max_steps": Field(int, 3000, check=positive),
+        "batch_size": Field(int, 1024, check=positive),
+        "learning_rate": Field(float, 3e-3, check=positive),
+        "kl_tol": Field(float, 2e-3, check=positive),
+        "check_every": Field(int, 100, check=positive),
+        "check_samples": Field(int, 20_000, check=positive),
+        "schedule": Field(str, "constant", choices=("constant", "cosine")),
+    },
+    "flow": {
+        "layers": Field(int, 2, check=positive),
+        "coupling": Field(str, "affine", choices=("affine", "spline")),
+        "hidden": Field(list, [8], check=positive_ints),
+        "bins": Field(int, 8, check=positive),
+        "lu_mixing": Field(bool, False),
+    },
+    "method": Field(str, "tdvp", choices=("tdvp", "euler-kl")),
+    "tdvp": {
+        "batch_size": Field(int, 1024, check=positive),
+        "s_builder": Field(str, "dense", choices=("dense", "matrix_free")),
+        "linear_solver": Field(str, "pinv", choices=tuple(LINEAR_SOLVERS)),
+        "diag_shift": Field(float, 1e-6, check=non_negative),
+        "rcond": Field(float, 1e-10, check=non_negative),
+        "snr_cutoff": Field(float, 2.0, check=non_negative),
+        "cg_maxiter": Field(int, 200, check=positive),
+        "ode_solver": Field(str, "rk4", choices=("heun", "rk4", "tsit5")),
+        "dt": Field(float, 0.02, check=positive),
+        "rtol": Field(float, 1e-4, check=positive),
+        "atol": Field(float, 1e-6, check=positive),
+    },
+    "euler_kl": {
+        "dt": Field(float, 0.02, check=positive),
+        "batch_size": Field(int, 512, check=positive),
+        "learning_rate": Field(float, 3e-3, check=positive),
+        "schedule": Field(str, "cosine", choices=("constant", "cosine")),
+        "max_inner_steps": Field(int, 50, check=positive),
+        "min_inner_steps": Field(int, 50, check=positive),
+        "window": Field(int, 10, check=positive),
+        "loss_tol": Field(float, 1e-6, check=positive),
+        "objective": Field(str, "reverse", choices=("forward", "reverse")),
+        "scheme": Field(str, "midpoint", choices=("euler", "midpoint")),
+    },
+    "reference": {
+        "cutoff": Field(int, 30, check=positive, doc="Fock levels per mode"),
+        "rtol": Field(float, 1e-8, check=positive, doc="mesolve tolerance"),
+        "atol": Field(float, 1e-10, check=positive, doc="mesolve tolerance"),
+        "max_top_population": Field(
+            float,
+            1e-4,
+            check=positive,
+            doc="largest allowed population of the top Fock level of any mode",
+        ),
+    },
+    "metrics": {
+        "mode": Field(int, 0, check=non_negative, doc="mode of the Q marginal"),
+        "grid_points": Field(int, 101, check=at_least_two, doc="grid points per axis"),
+        "grid_half_width": Field(
+            float,
+            None,
+            check=positive,
+            doc="grid [-w, w]^2 (default sqrt(max <n> + 1) + 4)",
+        ),
+        "snapshots": Field(int, 5, check=at_least_two, doc="Q snapshots plotted"),
+    },
+    "times": {
+        "t_end": Field(float, 2.0, check=positive, doc="final time"),
+        "n_save": Field(int, 11, check=at_least_two),
+    },
+    "seed": Field(int, 0),
+    "eval_samples": Field(
+        int,
+        400_000,
+        check=positive,
+        doc="samples per observable estimate (error ~ 1/sqrt)",
+    ),
+    "checkpoint_every": Field(int, 1, check=positive, doc="intervals per checkpoint"),
+    "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
+}
+
+DEFAULT_QFLOW_CONFIG: dict[str, Any] = {
+    "name": "damped_1mode",
+    "model": {"kind": "damped_modes", "modes": 1, "omega": 1.0, "gamma": 1.0},
+    "initial": {"kind": "coherent", "alpha": [[2.0, 0.0]]},
+    "method": "tdvp",
+    "times": {"t_end": 2.0, "n_save": 11},
+}
+
+_MODEL_KEYS = {
+    "damped_modes": ("omega", "gamma", "hopping"),
+    "expression": ("hamiltonian", "jump_ops", "constants"),
+}
+_INITIAL_KEYS = {
+    "coherent": ("alpha",),
+    "cat": ("alpha", "sign"),
+    "fock": ("n",),
+    "thermal": ("nth",),
+}
+_MAX_FOCK_DIM = 2048
+
+
+# ------------------------------------------------------------------ initial states
+
+
+def _initial_state(init: dict[str, Any]) -> InitialState:
+    """The configured initial state (its keys were checked by validation)."""
+    if init["kind"] == "coherent":
+        return CoherentState([complex(*p) for p in init["alpha"]])
+    if init["kind"] == "cat":
+        return CatState([complex(*init["alpha"][0])], init["sign"])
+    if init["kind"] == "fock":
+        return FockState(init["n"])
+    return ThermalState(init["nth"])
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+def _evaluate(
+    flow, params, problem: Reference, grid: MarginalGrid, i: int, t: float, key, cfg
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of the flow at save time i against the reference; also the flow's
+    Q marginal on the grid."""
+    n_samples, m = cfg["eval_samples"], grid.mode
+    k1, k2 = jax.random.split(key)
+    x, _ = flow.apply(params, k1, n_samples, method=NormalizingFlow.sample_and_log_prob)
+    obs = sample_observables(x)
+    n_flow = np.asarray(obs["n"])
+    Q = problem.q_marginal(i, m, grid.alphas)
+    nonfinite = 0
+    if problem.n_modes == 1:
+        q = np.exp(np.asarray(flow.apply(params, jnp.asarray(grid.points))))
+        # an affine coupling may overflow far out on the grid; such points count
+        # as q = 0 (the reference mass there then adds to the L1 distance)
+        nonfinite = int(np.sum(~np.isfinite(q)))
+        q = np.where(np.isfinite(q), q, 0.0).reshape(grid.shape)
+        histogram = {}
+    else:
+        q, histogram = grid.histogram(np.asarray(x[:, 2 * m : 2 * m + 2]), Q)
+    record = {
+        "t": float(t),
+        "n": n_flow.tolist(),
+        "n_err": np.asarray(obs["n_err"]).tolist(),
+        "a": to_jsonable(np.asarray(obs["a"])),
+        "a_ref": to_jsonable(problem.a_ref[i]),
+        **compare_marginal(grid, Q, q, problem.n_ref[i], n_flow, **histogram),
+        "grid_nonfinite_points": nonfinite,
+    }
+    kl = problem.kl_exact(i, lambda y: flow.apply(params, y), k2, n_samples)
+    if kl is not None:
+        record["kl_exact_flow"] = kl
+    return record, q
+
+
+# --------------------------------------------------------------------- checkpoints
+
+
+# what only says where and how often a run writes: not part of its fingerprint
+_NOT_FINGERPRINTED = ("name", "output", "checkpoint_every")
+
+
+def _save_checkpoint(
+    run: RunFolder, interval: int, params: Any, state: dict, q_flow: list, cfg: dict
+) -> None:
+    blob = np.frombuffer(flax.serialization.to_bytes(params), dtype=np.uint8)
+    run.save_arrays(
+        "checkpoint.npz",
+        fingerprint=np.asarray(json.dumps(fingerprint(cfg, _NOT_FINGERPRINTED))),
+        interval=np.asarray(interval),
+        params=blob,
+        state=np.asarray(json.dumps(to_jsonable(state))),
+        q_flow=np.stack(q_flow),
+    )
+
+
+def _read_checkpoint(path: Path, cfg: dict) -> dict[str, Any]:
+    """The checkpoint's fields, after checking that it is whole and that it was
+    written by this run (`ResumeError` otherwise, naming what differs)."""
+    try:
+        with np.load(path) as data:
+            fields = {k: data[k] for k in ("interval", "params", "state", "q_flow")}
+            stored = data["fingerprint"] if "fingerprint" in data else None
+            stored = None if stored is None else json.loads(str(stored))
+        fields["state"] = json.loads(str(fields["state"]))
+        fields["interval"] = int(fields["interval"])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ResumeError(
+            f"{path} is damaged ({type(err).__name__}: {err}); run without --resume "
+            "to start again"
+        ) from None
+    check_fingerprint(stored, fingerprint(cfg, _NOT_FINGERPRINTED), path)
+    return fields
+
+
+def _restore_params(path: Path, template: Any, blob: np.ndarray) -> Any:
+    try:
+        return flax.serialization.from_bytes(template, blob.tobytes())
+    except Exception as err:  # msgpack and flax raise several types
+        raise ResumeError(
+            f"{path} is damaged: its flow parameters do not load "
+            f"({type(err).__name__}: {err}); run without --resume to start again"
+        ) from None
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _given(raw: Any, section: str) -> set[str]:
+    part = raw.get(section) if isinstance(raw, Mapping) else None
+    return set(part) if isinstance(part, Mapping) else set()
+
+
+def validate_qflow_config(data: dict[str, Any]) -> dict[str, Any]:
+    """Checks a `qflow run` config against `QFLOW_SCHEMA` and across sections
+    (keys of the chosen kinds, one entry per mode, parseable expressions)."""
+    cfg = validate(copy.deepcopy(data), QFLOW_SCHEMA)
+    _check_model(cfg, _given(data, "model"))
+    _check_initial(cfg, _given(data, "initial"))
+    N = cfg["model"]["modes"]
+    if cfg["metrics"]["mode"] >= N:
+        raise ConfigError(
+            f"`metrics.mode` must be a mode index below {N}, "
+            f"got {cfg['metrics']['mode']}"
+        )
+    return cfg
+
+
+def _check_model(cfg: dict[str, Any], given: set[str]) -> None:
+    model, N = cfg["model"], cfg["model"]["modes"]
+    for kind, keys in _MODEL_KEYS.items():
+        for key in keys:
+            if kind != model["kind"] and key in given:
+                raise ConfigError(
+                    f"`model.{key}` belongs to model kind {kind!r}, not "
+                    f"{model['kind']!r}"
+                )
+    if model["kind"] == "damped_modes":
+        if cfg["initial"]["kind"] != "coherent":
+            raise ConfigError(
+                "model kind 'damped_modes' has an exact reference only for "
+                f"`initial.kind: coherent`, got {cfg['initial']['kind']!r}; write "
+                "the model as kind 'expression' (Fock-space reference) instead"
+            )
+        return
+    if model["hamiltonian"] is None:
+        raise ConfigError("missing `model.hamiltonian` for model kind 'expression'")
+    model_operators(
+        model["hamiltonian"],
+        model["jump_ops"] or [],
+        model["constants"] or {},
+        model["modes"],
+    )
+    D = cfg["reference"]["cutoff"] ** N
+    if D > _MAX_FOCK_DIM:
+        raise ConfigError(
+            f"`reference.cutoff` = {cfg['reference']['cutoff']} gives a Fock "
+            f"space of dimension {D} for {N} modes; the dense reference allows "
+            f"at most {_MAX_FOCK_DIM}"
+        )
+
+
+def _check_initial(cfg: dict[str, Any], given: set[str]) -> None:
+    init, N = cfg["initial"], cfg["model"]["modes"]
+    takes = _INITIAL_KEYS[init["kind"]]
+    for key in sorted(given & {"alpha", "sign", "n", "nth"} - set(takes)):
+        raise ConfigError(
+            f"`initial.{key}` is not used by initial kind {init['kind']!r} "
+            f"(it takes {', '.join(takes)})"
+        )
+    if init["kind"] == "cat" and N != 1:
+        raise ConfigError(
+            f"`initial.kind: cat` is implemented for one mode, got `model.modes` = {N}"
+        )
+    if init[takes[0]] is None:
+        raise ConfigError(
+            f"missing `initial.{takes[0]}` for initial kind {init['kind']!r}"
+        )
+    if len(init[takes[0]]) != N:
+        raise ConfigError(
+            f"`initial.{takes[0]}` has {len(init[takes[0]])} entries but "
+            f"`model.modes` is {N}"
+        )
+    if init["kind"] == "cat" and init["alpha"] == [[0.0, 0.0]] and init["sign"] < 0:
+        raise ConfigError("`initial.alpha` must be nonzero for an odd cat state")
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _settings(cfg: dict[str, Any]) -> EulerKLSettings | TDVPSettings:
+    if cfg["method"] == "tdvp":
+        return TDVPSettings(**cfg["tdvp"])
+    return EulerKLSettings(**cfg["euler_kl"])
+
+
+def _problem(
+    cfg: dict[str, Any], initial: InitialState, tsave: np.ndarray
+) -> Reference:
+    model = cfg["model"]
+    if model["kind"] == "damped_modes":
+        chain = DampedChain(
+            model["modes"], model["omega"], model["gamma"], model["hopping"]
+        )
+        return ExactDampedChain(chain, initial, tsave)
+    H, jumps = model_operators(
+        model["hamiltonian"],
+        model["jump_ops"] or [],
+        model["constants"] or {},
+        model["modes"],
+    )
+    ref = cfg["reference"]
+    try:
+        return FockReference(
+            H,
+            jumps,
+            initial,
+            tsave,
+            cutoff=ref["cutoff"],
+            rtol=ref["rtol"],
+            atol=ref["atol"],
+            max_top_population=ref["max_top_population"],
+        )
+    except TruncationError as err:
+        raise ConfigError(
+            f"`reference.cutoff` = {ref['cutoff']} is too small: the top Fock "
+            f"level of mode {err.mode} holds {err.population:.2e} at t = "
+            f"{err.t:.3g} (allowed: `reference.max_top_population` = {err.limit:g})"
+        ) from None
+
+
+def _grid(cfg: dict[str, Any], problem: Reference) -> MarginalGrid:
+    m = cfg["metrics"]
+    return MarginalGrid.around(
+        problem.n_ref[:, m["mode"]], m["grid_points"], m["mode"], m["grid_half_width"]
+    )
+
+
+def _pretrain_flow(flow, params, initial: InitialState, cfg: dict) -> dict[str, Any]:
+    """Fits the flow to Q(0); returns the parameters and what was measured."""
+    settings = dict(cfg["pretrain"])
+    ml = settings.pop("objective") == "max_likelihood"
+    params, info = pretrain(
+        flow,
+        params,
+        jax.random.key(cfg["seed"] + 5),
+        initial.log_q,
+        initial.sample if ml else None,
+        PretrainSettings(**settings),
+    )
+    return {
+        **info,
+        "params": params,
+        "objective": "maximum likelihood on exact samples of Q(0)"
+        if ml
+        else "reverse KL to the analytic log Q(0)",
+        "kl_kind": "KL(Q0 || q) on exact samples"
+        if ml
+        else "KL(q || Q0) on flow samples",
+    }
+
+
+@dataclass(frozen=True)
+class QFlowSetup:
+    """A validated `qflow run` config with its problem: the compiled Q-PDE and the
+    reference at the save times, and the grid where Q marginals are compared.
+
+    Attributes:
+        cfg: the config with defaults filled in.
+        initial: the initial state.
+        problem: PDE (`problem.pde`), reference <n_j> (`problem.n_ref`) and <a_j>,
+            reference marginals (`problem.q_marginal`), exact KL where known.
+        tsave: save times.
+        grid: the `MarginalGrid` of `metrics.mode`.
+    """
+
+    cfg: dict[str, Any]
+    initial: InitialState
+    problem: Reference
+    tsave: np.ndarray
+    grid: MarginalGrid
+
+
+def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
+    """Validates a `qflow run` config and builds its problem and reference (for the
+    `expression` models this solves the Fock-space reference).
+
+    Examples:
+        >>> setup = setup_qflow(DEFAULT_QFLOW_CONFIG)
+        >>> print(np.round(setup.problem.n_ref[-1], 4))  # exact <n>(t_end) = 4 e^-2
+        [0.5413]
+    """
+    return _setup(validate_qflow_config(config))
+
+
+def _setup(cfg: dict[str, Any]) -> QFlowSetup:
+    tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
+    initial = _initial_state(cfg["initial"])
+    problem = _problem(cfg, initial, tsave)
+    return QFlowSetup(cfg, initial, problem, tsave, _grid(cfg, problem))
+
+
+def run_qflow(
+    config: dict[str, Any],
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs Q-Flow on the configured problem; writes summary.json, observables.npz,
+    checkpoint.npz and PNG plots (observables, Q snapshots, errors).
+
+    With `resume`, continues from checkpoint.npz (written after pre-training and
+    after every `checkpoint_every` save intervals) to the same final result as an
+    uninterrupted run with the same seed: pre-training draws from the seed, every
+    interval from fold_in(seed, interval).
+    """
+    started = time.perf_counter()
+    cfg = validate_qflow_config(config)
+    run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
+    ckpt = run.path / "checkpoint.npz"
+    saved = _read_checkpoint(ckpt, cfg) if resume and ckpt.exists() else None
+    if resume and saved is None:
+        print(
+            f"qflow run: nothing to resume in {run.path} (no checkpoint.npz); "
+            "starting from the beginning",
+            file=sys.stderr,
+        )
+    setup = _setup(cfg)
+    initial, problem, tsave, grid = (
+        setup.initial,
+        setup.problem,
+        setup.tsave,
+        setup.grid,
+    )
+    reference_s = time.perf_counter() - started
+    N = cfg["model"]["modes"]
+    fcfg = cfg["flow"]
+    flow = NormalizingFlow(
+        dim=2 * N,
+        n_layers=fcfg["layers"],
+        coupling=fcfg["coupling"],
+        hidden=tuple(fcfg["hidden"]),
+        n_bins=fcfg["bins"],
+        lu_mixing=fcfg["lu_mixing"],
+        init_mean=tuple(float(v) for v in initial.mean()),
+        init_scale=initial.scale(),
+    )
+    params = flow.init(jax.random.key(cfg["seed"]), jnp.zeros((1, flow.dim)))
+    settings = _settings(cfg)
+    evolve = evolve_tdvp if cfg["method"] == "tdvp" else evolve_euler_kl
+    base = jax.random.key(cfg["seed"] + 1)
+    eval_key = jax.random.key(cfg["seed"] + 2)
+    if saved is not None:
+        start, state = saved["interval"], saved["state"]
+        params = _restore_params(ckpt, params, saved["params"])
+        q_flow = list(saved["q_flow"])
+    else:
+        start, state = 0, {"records": [], "infos": [], "pretrain": None}
+        state["timings"] = {"pretrain_s": 0.0, "evolution_s": 0.0, "evaluation_s": 0.0}
+        if not initial.exact_gaussian:
+            began = time.perf_counter()
+            state["pretrain"] = _pretrain_flow(flow, params, initial, cfg)
+            params = state["pretrain"].pop("params")
+            state["timings"]["pretrain_s"] = time.perf_counter() - began
+        began = time.perf_counter()
+        record, q0 = _evaluate(flow, params, problem, grid, 0, 0.0, eval_key, cfg)
+        state["timings"]["evaluation_s"] += time.perf_counter() - began
+        state["records"], q_flow = [record], [q0]
+        _save_checkpoint(run, 0, params, state, q_flow, cfg)
+    timings = state["timings"]
+    bar = tqdm(
+        range(start, len(tsave) - 1),
+        disable=not progress,
+        desc=cfg["name"],
+        initial=start,
+        total=len(tsave) - 1,
+    )
+    for i in bar:
+        began = time.perf_counter()
+        try:
+            res = evolve(
+                problem.pde,
+                flow,
+                params,
+                tsave[i : i + 2],
+                key=jax.random.fold_in(base, i),
+                settings=settings,
+            )
+        except FloatingPointError as err:
+            raise RuntimeError(
+                f"{cfg['method']} failed on save interval {i} "
+                f"[{tsave[i]:.4g}, {tsave[i + 1]:.4g}]: {err}; checkpoint.npz holds "
+                "the last good state"
+            ) from err
+        timings["evolution_s"] += time.perf_counter() - began
+        params = res.final_state
+        state["infos"].append(res.infos[0])
+        began = time.perf_counter()
+        record, q = _evaluate(
+            flow,
+            params,
+            problem,
+            grid,
+            i + 1,
+            tsave[i + 1],
+            jax.random.fold_in(eval_key, i + 1),
+            cfg,
+        )
+        timings["evaluation_s"] += time.perf_counter() - began
+        if not np.isfinite(record["max_abs_error_n"]):
+            raise RuntimeError(
+                f"{cfg['method']} gave a non-finite flow at t = {tsave[i + 1]:.4g} "
+                f"(interval info: {res.infos[0]}); checkpoint.npz holds the last good "
+                "state"
+            )
+        state["records"].append(record)
+        q_flow.append(q)
+        loss = res.infos[0].get("residual", res.infos[0].get("loss", float("nan")))
+        bar.set_postfix(
+            t=f"{tsave[i + 1]:.3g}",
+            loss=f"{loss:.2e}",
+            rel_err_n=f"{record['max_rel_error_n']:.2e}",
+            l1_q=f"{record['l1_q']:.2e}",
+        )
+        if (i + 1) % cfg["checkpoint_every"] == 0 or i + 2 == len(tsave):
+            _save_checkpoint(run, i + 1, params, state, q_flow, cfg)
+
+    records = state["records"]
+    # proposal: a Gaussian 25% wider than the flow's samples in every direction
+    xs, _ = flow.apply(
+        params,
+        jax.random.key(cfg["seed"] + 3),
+        10_000,
+        method=NormalizingFlow.sample_and_log_prob,
+    )
+    norm, norm_err = normalization(
+        lambda y: flow.apply(params, y),
+        jax.random.key(cfg["seed"] + 4),
+        flow.dim,
+        xs.mean(0),
+        1.25 * float(xs.std(0).max()),
+    )
+    metrics = {
+        **record_metrics(records),
+        "normalization": float(norm),
+        "normalization_stderr": float(norm_err),
+    }
+    if state["pretrain"] is not None:
+        metrics["pretrain_kl"] = state["pretrain"]["kl"]
+    notes = []
+    if fcfg["coupling"] == "spline" and problem.pde.max_order >= 2:
+        notes.append(
+            "rational-quadratic splines are only C^1: grad log q jumps at the "
+            "knots, so the pointwise second derivatives in d log Q/dt miss the "
+            "knots' delta terms (E_q[Lap Q / Q] != 0) and TDVP/Euler-KL follow a "
+            "biased PDE; prefer affine couplings for second-order Q-PDEs"
+        )
+    if any(r["grid_nonfinite_points"] for r in records):
+        notes.append(
+            "the flow density overflowed at some far grid points, counted as q = 0"
+        )
+    extra = {
+        "reference": {"kind": problem.description, **problem.info},
+        "metric_definitions": {
+            "marginal_mode": cfg["metrics"]["mode"],
+            "grid": f"[-{grid.axis[-1]:.4g}, {grid.axis[-1]:.4g}]^2, "
+            f"{len(grid.axis)} x {len(grid.axis)} points",
+            **METRIC_DEFINITIONS,
+        },
+        "pretrain": state["pretrain"],
+        "notes": notes,
+        "records": records,
+        "intervals": state["infos"],
+    }
+    t = np.array([r["t"] for r in records])
+    n_flow = np.array([r["n"] for r in records])
+    n_ref = np.array([r["n_ref"] for r in records])
+    q_ref = np.stack(
+        [
+            problem.q_marginal(i, cfg["metrics"]["mode"], grid.alphas)
+            for i in range(len(t))
+        ]
+    )
+    run.save_arrays(
+        "observables.npz",
+        t=t,
+        n=n_flow,
+        n_ref=n_ref,
+        n_err=np.array([r["n_err"] for r in records]),
+        a=np.array(
+            [np.add(r["a"]["real"], 1j * np.array(r["a"]["imag"])) for r in records]
+        ),
+        a_ref=problem.a_ref,
+        l1_q=np.array([r["l1_q"] for r in records]),
+        kl_grid=np.array([r["kl_grid"] for r in records]),
+        grid=grid.axis,
+        q_flow=np.stack(q_flow),
+        q_ref=q_ref,
+    )
+    _plot(run, cfg, t, n_flow, n_ref, records, grid, np.stack(q_flow), q_ref, N)
+    timings_s = {
+        "reference_this_session": reference_s,
+        **timings,
+        "wall_this_session": time.perf_counter() - started,
+    }
+    return run.write_summary("run", cfg, metrics, timings_s, **extra)
+
+
+def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
+    shown = range(min(N, 6))
+    n_err = np.array([r["n_err"] for r in records])
+    title = f"{cfg['name']}: Q-Flow ({cfg['method']})"
+    plot_curves(
+        run,
+        "observables.png",
+        t,
+        {f"<n_{j}> flow": n_flow[:, j] for j in shown},
+        {f"<n_{j}> reference": n_ref[:, j] for j in shown},
+        bands={f"<n_{j}> flow": n_err[:, j] for j in shown},
+        ylabel="<a^dag a> (band: +-1 standard error)",
+        title=f"{title} vs reference",
+    )
+    plot_curves(
+        run,
+        "errors.png",
+        t[1:],
+        {
+            "max rel. error <n>": [r["max_rel_error_n"] for r in records[1:]],
+            f"L1 of Q marginal (mode {cfg['metrics']['mode']})": [
+                r["l1_q"] for r in records[1:]
+            ],
+            "KL(Q_ref || q) on the grid": [r["kl_grid"] for r in records[1:]],
+        },
+        ylabel="error",
+        title=f"{title}: errors against the reference",
+        logy=True,
+    )
+    plot_q_snapshots(
+        run,
+        "q_snapshot.png",
+        t,
+        grid,
+        q_flow,
+        q_ref,
+        count=cfg["metrics"]["snapshots"],
+        flow_label="flow density" if N == 1 else "flow (histogram)",
+        title=f"{cfg['name']}: Q marginal of mode {grid.mode}",
+    )

@@ -1,0 +1,115 @@
+"""Initial states (`qflow_jax.husimi.initial`) and the references of phase-space
+methods (`qflow_jax.references`) against exact solutions."""
+
+import jax
+import numpy as np
+import pytest
+
+from qflow_jax.husimi import a, adag, cat_q, husimi_q
+from qflow_jax.husimi.initial import CatState, CoherentState, FockState, ThermalState
+from qflow_jax.husimi.models import DampedChain
+from qflow_jax.husimi.states import sample_cat_q
+from qflow_jax.lindblad import TruncationError
+from qflow_jax.references import ExactDampedChain, FockReference
+
+
+def test_fock_reference_equals_the_exact_damped_solution():
+    w, g, J = 1.0, 0.7, 0.4
+    chain = DampedChain(2, w, g, J)
+    H, jumps = chain.operators()
+    initial = CoherentState([1.0, 0.5j])
+    tsave = np.linspace(0.0, 1.5, 4)
+    fock = FockReference(H, jumps, initial, tsave, cutoff=12)
+    exact = ExactDampedChain(chain, initial, tsave)
+    # 12 levels: the top one holds e^-1/11! ~ 1e-8 of |alpha| = 1; mesolve rtol 1e-8
+    np.testing.assert_allclose(fock.n_ref, exact.n_ref, atol=1e-7)
+    np.testing.assert_allclose(fock.a_ref, exact.a_ref, atol=1e-7)
+    alphas = np.array([[0.3 + 0.2j, -0.5 + 1.0j], [1.5 - 0.3j, 0.0]])
+    for i in range(len(tsave)):
+        for mode in (0, 1):
+            np.testing.assert_allclose(
+                fock.q_marginal(i, mode, alphas),
+                exact.q_marginal(i, mode, alphas),
+                atol=1e-7,
+            )
+    assert fock.info["max_top_population"] < 1e-8
+
+
+def test_exact_kl_of_the_exact_density_is_zero_and_of_a_shifted_one_known():
+    chain = DampedChain(1, 1.0, 0.5)
+    exact = ExactDampedChain(chain, CoherentState([1.0]), [0.0, 1.0])
+    same = CoherentState(exact.a_ref[1])
+    assert exact.kl_exact(1, same.log_q, jax.random.key(0), 1000) == pytest.approx(0)
+    # KL of two Gaussians N(m, I/2) shifted by d: |d|^2
+    shifted = CoherentState(exact.a_ref[1] + 0.3)
+    kl = exact.kl_exact(1, shifted.log_q, jax.random.key(0), 200_000)
+    assert kl == pytest.approx(0.09, abs=5e-3)
+
+
+def test_a_too_small_cutoff_is_refused():
+    H = 0.25 * adag(0) @ adag(0) @ a(0) @ a(0)
+    with (
+        pytest.raises(TruncationError) as err,
+        pytest.warns(UserWarning, match="loses"),
+    ):
+        FockReference(H, [a(0)], CoherentState([2.0]), [0.0, 0.1], cutoff=8)
+    assert err.value.mode == 0 and err.value.population > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("state", "n_mean"), [(FockState([2]), 2.0), (ThermalState([1.5]), 1.5)]
+)
+def test_exact_initial_samplers_follow_q0(state, n_mean):
+    x = state.sample(jax.random.key(0), 200_000)
+    n = np.mean(np.sum(np.asarray(x) ** 2, -1)) - 1  # <n> = E|alpha|^2 - 1
+    np.testing.assert_allclose(n, n_mean, atol=0.02)
+    # the analytic log Q(0) is the Husimi function of the Fock-basis state
+    y = np.array([[0.3, -0.4], [1.2, 0.5]])
+    Q = husimi_q(state.density_matrix(40), (y[:, 0] + 1j * y[:, 1])[:, None])
+    # (rtol: the thermal state truncated at 40 levels misses (1.5/2.5)^40 ~ 1e-9)
+    np.testing.assert_allclose(np.exp(state.log_q(y)), Q, rtol=1e-7)
+
+
+def test_cat_state_log_q_is_the_husimi_function_of_its_density_matrix():
+    state = CatState([1.5], -1)
+    y = np.array([[0.3, -0.4], [1.2, 0.5], [0.0, 0.01]])
+    Q = husimi_q(state.density_matrix(40), (y[:, 0] + 1j * y[:, 1])[:, None])
+    np.testing.assert_allclose(np.exp(state.log_q(y)), Q, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: FockState([1.5]), "integers"),
+        (lambda: ThermalState([-1.0]), ">= 0"),
+        (lambda: CoherentState([]), "non-empty"),
+        (lambda: CatState([1.0, 2.0]), "one mode"),
+        (lambda: CatState([0.0], -1), "nonzero"),
+        (lambda: CatState([1.0], 2), "`sign`"),
+    ],
+)
+def test_bad_initial_states_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_cat_samples_follow_q_with_its_fringes(sign):
+    n = 400_000
+    x = np.asarray(sample_cat_q(jax.random.key(3), 2.0, sign, n))
+    # <n> = |a0|^2 tanh(|a0|^2) (even) or coth (odd); E|alpha|^2 = <n> + 1
+    n_cat = 4.0 * np.tanh(4.0) ** sign
+    se = np.std(np.sum(x**2, -1)) / np.sqrt(n)
+    assert abs(np.mean(np.sum(x**2, -1)) - 1 - n_cat) < 4 * se
+    # the interference term doubles Q near the origin for the even cat and almost
+    # empties it for the odd one, relative to the mixture of the two Gaussians
+    r = 0.3
+    inside = np.mean(np.sum(x**2, -1) < r**2)
+    rho, phi = np.meshgrid(
+        np.linspace(0, r, 201)[1:] - r / 400, np.arange(64) * np.pi / 32
+    )
+    y = np.stack([rho * np.cos(phi), rho * np.sin(phi)], -1)
+    expected = np.sum(cat_q(2.0, sign)(y) * rho) * (r / 200) * (np.pi / 32)
+    mixture = np.exp(-4.0) * (1 - np.exp(-(r**2)))  # the same without interference
+    assert abs(expected - mixture) > 0.5 * mixture
+    assert abs(inside - expected) < 4 * np.sqrt(expected / n)
