@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the output folder's checkpoint.npz",
+        help="continue from the output folder's latest checkpoint (checkpoints/)",
     )
     dist = run.add_argument_group(
         "several processes (inside a SLURM job of several tasks these are read "

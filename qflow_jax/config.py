@@ -1,9 +1,12 @@
 """Validated YAML configurations.
 
-A schema is a dict mapping keys to `Field`s or to nested schemas (sub-sections).
-`validate` fills defaults and rejects unknown keys, wrong types and non-finite
-numbers (`.nan`, `.inf`, also inside lists) with a `ConfigError` that names the
-key path and what is allowed; the CLI turns it into exit code 2 with the message.
+A schema is a dict mapping keys to `Field`s, to nested schemas (sub-sections), or
+to a settings class of the library (`settings_class`: a pydantic dataclass, so that
+the class that runs a method is also its config section, with its one set of
+defaults). `validate` fills defaults and rejects unknown keys, wrong types and
+non-finite numbers (`.nan`, `.inf`, also inside lists) with a `ConfigError` that
+names the key path and what is allowed; the CLI turns it into exit code 2 with the
+message.
 
 Examples:
     >>> schema = {"t_end": Field(float, 1.0), "solver": {"rtol": Field(float, 1e-6)}}
@@ -13,19 +16,31 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import Field as _PField
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 __all__ = [
     "REQUIRED",
     "ConfigError",
     "Field",
+    "Float",
+    "Int",
+    "NonNegativeFloat",
+    "PositiveFloat",
+    "PositiveInt",
+    "describe",
+    "settings_class",
     "at_least_two",
     "complex_pairs",
     "positive_ints",
@@ -39,6 +54,91 @@ __all__ = [
 
 class ConfigError(ValueError):
     """An invalid configuration: unknown key, wrong type, bad value."""
+
+
+# numbers as configs write them: no strings, no booleans, finite
+Float = Annotated[float, Strict()]
+Int = Annotated[int, Strict()]
+PositiveFloat = Annotated[float, Strict(), _PField(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), _PField(ge=0)]
+PositiveInt = Annotated[int, Strict(), _PField(gt=0)]
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "tagged-union")):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _allowed(cls: Any, loc: tuple) -> str:
+    """The keys allowed at the section `loc` of the settings class `cls`."""
+    if loc:  # settings classes are flat: a nested key has no listing
+        return ""
+    return ", ".join(sorted(getattr(cls, "__dataclass_fields__", {})))
+
+
+def describe(err: ValidationError, model: Any = None, prefix: str = "") -> str:
+    """One line for the first error of a pydantic validation of the settings class
+    `model` (in the config section `prefix`): the key path and what is allowed,
+    e.g. "`tdvp.dt` must be > 0.0, got -0.1"."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+    key = _path(((prefix,) if prefix else ()) + loc)
+    kind, ctx, value = e["type"], e.get("ctx") or {}, e.get("input")
+    where = f"`{key}`" if key else "the configuration"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
+    bounds["less_than_equal"] = "<="
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _allowed(model, loc[:-1]) if model is not None else ""
+        return f"unknown key {where}" + (
+            f"; allowed keys here: {allowed}" * bool(allowed)
+        )
+    if kind in ("missing", "missing_argument"):
+        return f"missing required key {where}"
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{where} must be {bounds[kind]} {limit}, got {value!r}"
+    if kind == "literal_error":
+        return f"{where} must be one of {ctx['expected']}, got {value!r}"
+    if kind == "finite_number":
+        return f"{where} must be finite (no .nan or .inf), got {value!r}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{where}: {e['msg']}"
+    if kind == "value_error":
+        msg = str(ctx.get("error", e["msg"]))
+        return f"{where}: {msg}" if key else msg
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        wanted = kind.removesuffix("_type").removesuffix("_parsing")
+        wanted = {"float": "a number", "int": "an integer", "string": "a string"}.get(
+            wanted, wanted
+        )
+        return f"{where} must be {wanted}, got {type(value).__name__} {value!r}"
+    return f"{where}: {e['msg']}, got {value!r}"
+
+
+def settings_class(cls: type) -> type:
+    """Makes a settings class a frozen pydantic dataclass that is also a config
+    section: typed, range-checked fields (unknown keys and non-finite numbers
+    refused), one-line `ConfigError`s (a ValueError) naming the field when built
+    from Python, the same checks when validated inside a config model."""
+    cls = _pydantic_dataclass(frozen=True, config=_STRICT)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(describe(err, type(self))) from None
+
+    cls.__init__ = __init__
+    return cls
 
 
 class _Required:
@@ -157,6 +257,9 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
         if isinstance(spec, Mapping):
             out[key] = validate(data.get(key), spec, full)
             continue
+        if isinstance(spec, type):  # a settings class is the section's schema
+            out[key] = _validate_settings(data.get(key), spec, full)
+            continue
         if key not in data:
             if spec.default is REQUIRED:
                 raise ConfigError(f"missing required key `{full}` ({spec.doc})")
@@ -184,6 +287,18 @@ def validate(data: Any, schema: Mapping[str, Any], path: str = "") -> dict[str, 
             raise ConfigError(f"`{full}` {msg}, got {value!r}")
         out[key] = float(value) if spec.types is float else value
     return out
+
+
+def _validate_settings(data: Any, cls: type, path: str) -> dict[str, Any]:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"`{path}` must be a mapping, got {type(data).__name__}")
+    try:
+        value = TypeAdapter(cls).validate_python(dict(data))
+    except ValidationError as err:
+        raise ConfigError(describe(err, cls, prefix=path)) from None
+    return dataclasses.asdict(value)
 
 
 class _Loader(yaml.SafeLoader):

@@ -25,21 +25,19 @@ evolved by TDVP to t = 2/gamma and compared with its exact solution.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from qflow_jax.checkpoints import Checkpoints
 from qflow_jax.config import (
     ConfigError,
     Field,
@@ -53,7 +51,7 @@ from qflow_jax.config import (
 from qflow_jax.evolution.euler_kl import EulerKLSettings, evolve_euler_kl
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
-from qflow_jax.evolution.tdvp import LINEAR_SOLVERS, TDVPSettings, evolve_tdvp
+from qflow_jax.evolution.tdvp import TDVPSettings, evolve_tdvp
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi.expressions import RESERVED, model_operators
 from qflow_jax.husimi.initial import (
@@ -74,9 +72,7 @@ from qflow_jax.metrics import (
 from qflow_jax.plots import plot_curves, plot_q_snapshots
 from qflow_jax.references import ExactDampedChain, FockReference, Reference
 from qflow_jax.runs import (
-    ResumeError,
     RunFolder,
-    check_fingerprint,
     fingerprint,
     to_jsonable,
 )
@@ -172,19 +168,7 @@ QFLOW_SCHEMA: dict[str, Any] = {
         "lu_mixing": Field(bool, False),
     },
     "method": Field(str, "tdvp", choices=("tdvp", "euler-kl")),
-    "tdvp": {
-        "batch_size": Field(int, 1024, check=positive),
-        "s_builder": Field(str, "dense", choices=("dense", "matrix_free")),
-        "linear_solver": Field(str, "pinv", choices=tuple(LINEAR_SOLVERS)),
-        "diag_shift": Field(float, 1e-6, check=non_negative),
-        "rcond": Field(float, 1e-10, check=non_negative),
-        "snr_cutoff": Field(float, 2.0, check=non_negative),
-        "cg_maxiter": Field(int, 200, check=positive),
-        "ode_solver": Field(str, "rk4", choices=("heun", "rk4", "tsit5")),
-        "dt": Field(float, 0.02, check=positive),
-        "rtol": Field(float, 1e-4, check=positive),
-        "atol": Field(float, 1e-6, check=positive),
-    },
+    "tdvp": TDVPSettings,
     "euler_kl": {
         "dt": Field(float, 0.02, check=positive),
         "batch_size": Field(int, 512, check=positive),
@@ -239,6 +223,8 @@ DEFAULT_QFLOW_CONFIG: dict[str, Any] = {
     "model": {"kind": "damped_modes", "modes": 1, "omega": 1.0, "gamma": 1.0},
     "initial": {"kind": "coherent", "alpha": [[2.0, 0.0]]},
     "method": "tdvp",
+    # as configs/damped_1mode.yaml (TDVPSettings' defaults: 2048 samples, dt 0.01)
+    "tdvp": {"batch_size": 1024, "dt": 0.02},
     "times": {"t_end": 2.0, "n_save": 11},
 }
 
@@ -316,46 +302,41 @@ _NOT_FINGERPRINTED = ("name", "output", "checkpoint_every")
 
 
 def _save_checkpoint(
-    run: RunFolder, interval: int, params: Any, state: dict, q_flow: list, cfg: dict
+    ckpts: Checkpoints, interval: int, params: Any, state: dict, q_flow: list, cfg
 ) -> None:
-    blob = np.frombuffer(flax.serialization.to_bytes(params), dtype=np.uint8)
-    run.save_arrays(
-        "checkpoint.npz",
-        fingerprint=np.asarray(json.dumps(fingerprint(cfg, _NOT_FINGERPRINTED))),
-        interval=np.asarray(interval),
-        params=blob,
-        state=np.asarray(json.dumps(to_jsonable(state))),
-        q_flow=np.stack(q_flow),
-    )
+    """Step `interval`: the flow parameters, the flow's Q marginals so far (in an
+    array of all save times, so that its shape is known before a restore) and the
+    records, with the run's fingerprint."""
+    q_all = np.zeros((cfg["times"]["n_save"], *np.shape(q_flow[0])))
+    q_all[: len(q_flow)] = np.stack(q_flow)
+    meta = {
+        "fingerprint": fingerprint(cfg, _NOT_FINGERPRINTED),
+        "interval": interval,
+        "state": to_jsonable(state),
+    }
+    ckpts.save(interval, {"params": params, "q_flow": q_all}, meta)
 
 
-def _read_checkpoint(path: Path, cfg: dict) -> dict[str, Any]:
-    """The checkpoint's fields, after checking that it is whole and that it was
-    written by this run (`ResumeError` otherwise, naming what differs)."""
-    try:
-        with np.load(path) as data:
-            fields = {k: data[k] for k in ("interval", "params", "state", "q_flow")}
-            stored = data["fingerprint"] if "fingerprint" in data else None
-            stored = None if stored is None else json.loads(str(stored))
-        fields["state"] = json.loads(str(fields["state"]))
-        fields["interval"] = int(fields["interval"])
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise ResumeError(
-            f"{path} is damaged ({type(err).__name__}: {err}); run without --resume "
-            "to start again"
-        ) from None
-    check_fingerprint(stored, fingerprint(cfg, _NOT_FINGERPRINTED), path)
-    return fields
-
-
-def _restore_params(path: Path, template: Any, blob: np.ndarray) -> Any:
-    try:
-        return flax.serialization.from_bytes(template, blob.tobytes())
-    except Exception as err:  # msgpack and flax raise several types
-        raise ResumeError(
-            f"{path} is damaged: its flow parameters do not load "
-            f"({type(err).__name__}: {err}); run without --resume to start again"
-        ) from None
+def _read_checkpoint(ckpts: Checkpoints, cfg: dict, flow) -> dict[str, Any] | None:
+    """The latest checkpoint (None when there is none), after checking that it was
+    written by this run and holds this run's arrays (`ResumeError` otherwise)."""
+    if ckpts.latest_step() is None:
+        return None
+    g = cfg["metrics"]["grid_points"]
+    template = {
+        "params": jax.eval_shape(
+            flow.init, jax.random.key(cfg["seed"]), jnp.zeros((1, flow.dim))
+        ),
+        "q_flow": np.zeros((cfg["times"]["n_save"], g, g)),
+    }
+    _, tree, meta = ckpts.restore(template, fingerprint(cfg, _NOT_FINGERPRINTED))
+    interval = int(meta["interval"])
+    return {
+        "interval": interval,
+        "params": tree["params"],
+        "state": meta["state"],
+        "q_flow": list(tree["q_flow"][: interval + 1]),
+    }
 
 
 # ---------------------------------------------------------------------- validation
@@ -491,6 +472,22 @@ def _grid(cfg: dict[str, Any], problem: Reference) -> MarginalGrid:
     )
 
 
+def _flow(cfg: dict[str, Any], initial: InitialState) -> NormalizingFlow:
+    """The configured flow, starting as the Gaussian of the initial state's mean
+    and width."""
+    fcfg = cfg["flow"]
+    return NormalizingFlow(
+        dim=2 * cfg["model"]["modes"],
+        n_layers=fcfg["layers"],
+        coupling=fcfg["coupling"],
+        hidden=tuple(fcfg["hidden"]),
+        n_bins=fcfg["bins"],
+        lu_mixing=fcfg["lu_mixing"],
+        init_mean=tuple(float(v) for v in initial.mean()),
+        init_scale=initial.scale(),
+    )
+
+
 def _pretrain_flow(flow, params, initial: InitialState, cfg: dict) -> dict[str, Any]:
     """Fits the flow to Q(0); returns the parameters and what was measured."""
     settings = dict(cfg["pretrain"])
@@ -562,9 +559,9 @@ def run_qflow(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs Q-Flow on the configured problem; writes summary.json, observables.npz,
-    checkpoint.npz and PNG plots (observables, Q snapshots, errors).
+    checkpoints/ (orbax, one folder per step, the last two kept) and PNG plots (observables, Q snapshots, errors).
 
-    With `resume`, continues from checkpoint.npz (written after pre-training and
+    With `resume`, continues from the latest checkpoint (written after pre-training and
     after every `checkpoint_every` save intervals) to the same final result as an
     uninterrupted run with the same seed: pre-training draws from the seed, every
     interval from fold_in(seed, interval).
@@ -572,12 +569,13 @@ def run_qflow(
     started = time.perf_counter()
     cfg = validate_qflow_config(config)
     run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
-    ckpt = run.path / "checkpoint.npz"
-    saved = _read_checkpoint(ckpt, cfg) if resume and ckpt.exists() else None
+    ckpts = Checkpoints(run.path / "checkpoints")
+    flow = _flow(cfg, _initial_state(cfg["initial"]))
+    saved = _read_checkpoint(ckpts, cfg, flow) if resume else None
     if resume and saved is None:
         print(
-            f"qflow run: nothing to resume in {run.path} (no checkpoint.npz); "
-            "starting from the beginning",
+            f"qflow run: nothing to resume in {run.path} (no checkpoint in "
+            "checkpoints/); starting from the beginning",
             file=sys.stderr,
         )
     setup = _setup(cfg)
@@ -588,18 +586,7 @@ def run_qflow(
         setup.grid,
     )
     reference_s = time.perf_counter() - started
-    N = cfg["model"]["modes"]
-    fcfg = cfg["flow"]
-    flow = NormalizingFlow(
-        dim=2 * N,
-        n_layers=fcfg["layers"],
-        coupling=fcfg["coupling"],
-        hidden=tuple(fcfg["hidden"]),
-        n_bins=fcfg["bins"],
-        lu_mixing=fcfg["lu_mixing"],
-        init_mean=tuple(float(v) for v in initial.mean()),
-        init_scale=initial.scale(),
-    )
+    N, fcfg = cfg["model"]["modes"], cfg["flow"]
     params = flow.init(jax.random.key(cfg["seed"]), jnp.zeros((1, flow.dim)))
     settings = _settings(cfg)
     evolve = evolve_tdvp if cfg["method"] == "tdvp" else evolve_euler_kl
@@ -607,8 +594,7 @@ def run_qflow(
     eval_key = jax.random.key(cfg["seed"] + 2)
     if saved is not None:
         start, state = saved["interval"], saved["state"]
-        params = _restore_params(ckpt, params, saved["params"])
-        q_flow = list(saved["q_flow"])
+        params, q_flow = saved["params"], saved["q_flow"]
     else:
         start, state = 0, {"records": [], "infos": [], "pretrain": None}
         state["timings"] = {"pretrain_s": 0.0, "evolution_s": 0.0, "evaluation_s": 0.0}
@@ -621,7 +607,7 @@ def run_qflow(
         record, q0 = _evaluate(flow, params, problem, grid, 0, 0.0, eval_key, cfg)
         state["timings"]["evaluation_s"] += time.perf_counter() - began
         state["records"], q_flow = [record], [q0]
-        _save_checkpoint(run, 0, params, state, q_flow, cfg)
+        _save_checkpoint(ckpts, 0, params, state, q_flow, cfg)
     timings = state["timings"]
     bar = tqdm(
         range(start, len(tsave) - 1),
@@ -644,7 +630,7 @@ def run_qflow(
         except FloatingPointError as err:
             raise RuntimeError(
                 f"{cfg['method']} failed on save interval {i} "
-                f"[{tsave[i]:.4g}, {tsave[i + 1]:.4g}]: {err}; checkpoint.npz holds "
+                f"[{tsave[i]:.4g}, {tsave[i + 1]:.4g}]: {err}; checkpoints/ holds "
                 "the last good state"
             ) from err
         timings["evolution_s"] += time.perf_counter() - began
@@ -665,7 +651,7 @@ def run_qflow(
         if not np.isfinite(record["max_abs_error_n"]):
             raise RuntimeError(
                 f"{cfg['method']} gave a non-finite flow at t = {tsave[i + 1]:.4g} "
-                f"(interval info: {res.infos[0]}); checkpoint.npz holds the last good "
+                f"(interval info: {res.infos[0]}); checkpoints/ holds the last good "
                 "state"
             )
         state["records"].append(record)
@@ -678,7 +664,7 @@ def run_qflow(
             l1_q=f"{record['l1_q']:.2e}",
         )
         if (i + 1) % cfg["checkpoint_every"] == 0 or i + 2 == len(tsave):
-            _save_checkpoint(run, i + 1, params, state, q_flow, cfg)
+            _save_checkpoint(ckpts, i + 1, params, state, q_flow, cfg)
 
     records = state["records"]
     # proposal: a Gaussian 25% wider than the flow's samples in every direction

@@ -23,8 +23,7 @@ measures how much of the PDE's motion the flow cannot follow.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import flax.linen as nn
@@ -32,7 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qflow_jax.core.checks import check_positive_number, check_tsave
+from qflow_jax.config import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    settings_class,
+)
+from qflow_jax.core.checks import check_tsave
 from qflow_jax.core.integrate import integrate
 from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Tsit5
 from qflow_jax.evolution._flowfns import flatten, logq_fn
@@ -53,7 +58,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@settings_class
 class TDVPSettings:
     """Settings of the TDVP evolution.
 
@@ -68,37 +73,32 @@ class TDVPSettings:
         ode_solver: "heun", "rk4" (fixed step dt) or "tsit5" (adaptive, rtol/atol).
         dt: the largest fixed step (heun, rk4): each save interval is cut into
             ceil(span / dt) equal steps. rtol, atol: tolerances of tsit5.
+
+    The class is also the `tdvp:` section of a `qflow run` config: a bad value
+    raises a `ConfigError` (a ValueError) naming the field.
+
+    Examples:
+        >>> TDVPSettings(dt=0.05).dt
+        0.05
+        >>> TDVPSettings(dt=-0.1)
+        Traceback (most recent call last):
+        ...
+        qflow_jax.config.ConfigError: `dt` must be > 0.0, got -0.1
     """
 
-    batch_size: int = 2048
-    s_builder: str = "dense"
-    linear_solver: str = "pinv"
-    diag_shift: float = 1e-6
-    rcond: float = 1e-10
-    snr_cutoff: float = 2.0
-    cg_maxiter: int = 200
-    ode_solver: str = "rk4"
-    dt: float = 0.01
-    rtol: float = 1e-4
-    atol: float = 1e-6
+    batch_size: PositiveInt = 2048
+    s_builder: Literal["dense", "matrix_free"] = "dense"
+    linear_solver: Literal["cholesky", "pinv", "snr", "cg"] = "pinv"
+    diag_shift: NonNegativeFloat = 1e-6
+    rcond: PositiveFloat = 1e-10
+    snr_cutoff: PositiveFloat = 2.0
+    cg_maxiter: PositiveInt = 200
+    ode_solver: Literal["heun", "rk4", "tsit5"] = "rk4"
+    dt: PositiveFloat = 0.01
+    rtol: PositiveFloat = 1e-4
+    atol: PositiveFloat = 1e-6
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("s_builder", ("dense", "matrix_free")),
-            ("linear_solver", tuple(LINEAR_SOLVERS)),
-            ("ode_solver", ("heun", "rk4", "tsit5")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"`{name}` must be one of {', '.join(allowed)}, got "
-                    f"{getattr(self, name)!r}"
-                )
-        for name in ("dt", "rtol", "atol", "rcond", "snr_cutoff"):
-            check_positive_number(getattr(self, name), name)
-        for name in ("batch_size", "cg_maxiter"):
-            check_positive_number(getattr(self, name), name, integer=True)
-        if not (isinstance(self.diag_shift, int | float) and self.diag_shift >= 0):
-            raise ValueError(f"`diag_shift` must be >= 0, got {self.diag_shift!r}")
         if self.linear_solver != "cg" and self.s_builder == "matrix_free":
             raise ValueError(
                 f"`linear_solver='{self.linear_solver}'` needs the dense S; use "

@@ -118,7 +118,8 @@ def straight(tmp_path_factory):
 def test_resume_with_nothing_to_resume_says_so(straight):
     out, _ = straight
     assert (
-        f"nothing to resume in {out} (no checkpoint.npz)" in _STRAIGHT_STDERR.getvalue()
+        f"nothing to resume in {out} (no checkpoint in checkpoints/)"
+        in _STRAIGHT_STDERR.getvalue()
     )
 
 

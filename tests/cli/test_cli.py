@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from qflow_jax.checkpoints import Checkpoints
 from qflow_jax.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,15 +88,15 @@ def test_run_resumes_after_kill_9_to_the_same_result(default_run, tmp_path, caps
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
-    ckpt = killed / "checkpoint.npz"
+    ckpts = Checkpoints(killed / "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and int(np.load(ckpt)["interval"]) >= 3:
+        if (ckpts.latest_step() or 0) >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    interval = int(np.load(ckpt)["interval"])
+    interval = ckpts.latest_step()
     assert 3 <= interval < 10, "the run must be killed part-way"
     # TDVP's interval solve holds no host callbacks: the cache stores it
     assert list(cache.glob("jit__evolve_interval-*"))

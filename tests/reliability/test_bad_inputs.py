@@ -198,12 +198,12 @@ CASES = {
     "TDVPSettings: negative step": (
         lambda: qf.TDVPSettings(dt=-0.1),
         ValueError,
-        r"`dt` must be finite and > 0",
+        r"`dt` must be > 0.0, got -0.1",
     ),
     "TDVPSettings: zero batch": (
         lambda: qf.TDVPSettings(batch_size=0),
         ValueError,
-        r"`batch_size` must be a positive integer",
+        r"`batch_size` must be > 0, got 0",
     ),
     "TDVPSettings: Cholesky on the matrix-free S": (
         lambda: qf.TDVPSettings(linear_solver="cholesky", s_builder="matrix_free"),

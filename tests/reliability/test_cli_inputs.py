@@ -9,6 +9,7 @@ import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
 
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -331,25 +332,31 @@ def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
 # ------------------------------------------------------------ checkpoints: resume
 
 
-def _checkpoint(folder, config, **change):
-    """A checkpoint of `config` as `qflow run` writes it after its first interval,
-    then with the fields in `change` replaced (None: removed)."""
-    from qflow_jax.apps.run import _save_checkpoint, validate_qflow_config
-    from qflow_jax.runs import RunFolder
+def _checkpoint(folder, config, layers=None, **change):
+    """The checkpoint `qflow run` writes after its first interval (for a flow of
+    `layers` layers if given), then with the fields of its meta in `change` replaced
+    (None: removed). Returns the step's folder."""
+    from qflow_jax.apps import run as app
+    from qflow_jax.checkpoints import Checkpoints
 
-    cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
-    _save_checkpoint(RunFolder(folder), 1, {}, {"records": []}, [np.zeros(4)], cfg)
-    path = folder / "checkpoint.npz"
-    if change:
-        with np.load(path) as data:
-            fields = {k: data[k] for k in data.files}
-        for key, value in change.items():
-            if value is None:
-                fields.pop(key)
-            else:
-                fields[key] = value
-        np.savez(path, **fields)
-    return path
+    cfg = app.validate_qflow_config(yaml.safe_load(config.read_text()))
+    flow_cfg = cfg if layers is None else {**cfg, "flow": {**cfg["flow"]}}
+    if layers is not None:
+        flow_cfg["flow"]["layers"] = layers
+    flow = app._flow(flow_cfg, app._initial_state(cfg["initial"]))
+    params = flow.init(jax.random.key(0), np.zeros((1, flow.dim)))
+    g = cfg["metrics"]["grid_points"]
+    ckpts = Checkpoints(folder / "checkpoints")
+    app._save_checkpoint(ckpts, 1, params, {"records": []}, [np.zeros((g, g))], cfg)
+    meta_file = folder / "checkpoints" / "1" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    for key, value in change.items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    meta_file.write_text(json.dumps(meta))
+    return folder / "checkpoints" / "1"
 
 
 def _fingerprint(config, **patch):
@@ -357,19 +364,20 @@ def _fingerprint(config, **patch):
     from qflow_jax.runs import fingerprint
 
     cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
-    fp = fingerprint(cfg, _NOT_FINGERPRINTED) | patch
-    return np.asarray(json.dumps(fp))
+    return fingerprint(cfg, _NOT_FINGERPRINTED) | patch
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("truncated", "checkpoint.npz is damaged (BadZipFile"),
-        ("no interval", "checkpoint.npz is damaged (KeyError"),
-        ("no fingerprint", "carries no run fingerprint (written by an older"),
+        ("truncated", "checkpoints (step 1) is damaged ("),
+        ("garbled meta", "checkpoints (step 1) is damaged (JSONDecodeError"),
+        ("no fingerprint", "carries no run fingerprint"),
         ("other version", "qflow_jax is '0.0.1' there, '"),
         ("other gamma", "config.model.gamma is 1.0 there, 0.5 now"),
         ("other seed", "config.seed is 0 there, 7 now"),
+        ("other flow", "holds other arrays than this run"),
+        ("not a folder", "is not a checkpoints folder"),
     ],
 )
 def test_resume_refuses_damaged_and_foreign_checkpoints(tmp_path, damage, message):
@@ -377,14 +385,21 @@ def test_resume_refuses_damaged_and_foreign_checkpoints(tmp_path, damage, messag
     config.write_text(run_cfg())
     out = tmp_path / "out"
     if damage == "truncated":
-        path = _checkpoint(out, config)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "no interval":
-        _checkpoint(out, config, interval=None)
+        step = _checkpoint(out, config)
+        data = max(step.rglob("d/*"), key=lambda p: p.stat().st_size)
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage == "garbled meta":
+        step = _checkpoint(out, config)
+        (step / "meta" / "metadata").write_text('{"fingerprint": ')
     elif damage == "no fingerprint":
         _checkpoint(out, config, fingerprint=None)
     elif damage == "other version":
         _checkpoint(out, config, fingerprint=_fingerprint(config, qflow_jax="0.0.1"))
+    elif damage == "other flow":
+        _checkpoint(out, config, layers=3)
+    elif damage == "not a folder":
+        out.mkdir()
+        (out / "checkpoints").write_text("not a folder")
     else:
         _checkpoint(out, config)
         other = yaml.safe_load(run_cfg())
@@ -394,17 +409,6 @@ def test_resume_refuses_damaged_and_foreign_checkpoints(tmp_path, damage, messag
             other["seed"] = 7
         config.write_text(yaml.safe_dump(other))
     assert_refused(["run", str(config), "--out", str(out), "--resume"], message)
-
-
-def test_resume_refuses_a_checkpoint_whose_parameters_do_not_load(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text(run_cfg(times={"t_end": 0.2, "n_save": 3}))
-    out = tmp_path / "out"
-    _checkpoint(out, config, params=np.frombuffer(b"\x93garbage", np.uint8))
-    assert_refused(
-        ["run", str(config), "--out", str(out), "--resume"],
-        "its flow parameters do not load",
-    )
 
 
 def test_bench_resume_refuses_damaged_and_foreign_results(tmp_path):
