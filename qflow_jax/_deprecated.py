@@ -8,8 +8,10 @@ Examples:
     ...     warnings.simplefilter("always")
     ...     old.run_qflow.__module__
     'qflow_jax.apps.run'
-    >>> str(caught[0].message)
-    'qflow_jax.evolution.run.run_qflow is deprecated; import it from qflow_jax.apps.run'
+    >>> for w in caught:
+    ...     if "qflow_jax" in str(w.message):
+    ...         print(w.message)
+    qflow_jax.evolution.run.run_qflow is deprecated; import it from qflow_jax.apps.run
 """
 
 from __future__ import annotations
