@@ -12,20 +12,23 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
+from annotated_types import Ge, Len
+from pydantic import Strict, StrictBool, model_validator
 
 from qflow_jax.config import (
-    REQUIRED,
     ConfigError,
-    Field,
-    at_least_two,
+    Float,
+    Int,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Section,
     load_yaml,
-    non_negative,
-    positive,
-    validate,
+    validate_model,
 )
 from qflow_jax.lindblad.mesolve import MESOLVE_METHODS
 from qflow_jax.network.blended import (
@@ -52,87 +55,92 @@ from qflow_jax.network.solve import METHODS, network_mesolve, product_state
 from qflow_jax.plots import plot_axes, plot_curves
 from qflow_jax.runs import RunFolder
 
-__all__ = ["BLENDED_SCHEMA", "build_network", "initial_states", "run_blended"]
+__all__ = [
+    "BlendedConfig",
+    "build_network",
+    "initial_states",
+    "run_blended",
+    "validate_blended_config",
+]
 
 _STATES = ("0", "1", "+", "-", "+i", "-i")
 
 
-def _per_qubit_rates(value: Any) -> str | None:
-    vals = value if isinstance(value, list) else [value]
-    ok = all(
-        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in vals
-    )
-    return None if ok else "must be a rate >= 0 or a list of rates >= 0"
+Rates = NonNegativeFloat | list[NonNegativeFloat]  # one for all qubits, or per qubit
+QubitState = Literal[_STATES] | Annotated[list[Float], Len(2, 2)]  # or [theta, phi]
 
 
-def _gains(value: Any) -> str | None:
-    ok = isinstance(value, list) and len(value) >= 2
-    ok = ok and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value
-    )
-    return None if ok else "must be a list of at least 2 gains > 0"
+class NetworkConfig(Section):
+    """The qubit network: graph, swap gain k, local terms, couplings, start."""
+
+    n: PositiveInt  # number of qubits
+    graph: Literal[(*GRAPHS, "custom")] = "path"
+    edges: list[list[Int | Float]] | None = None  # [[j, l, weight]...], custom graph
+    p: Float = 0.5  # edge probability of the random graph
+    seed: Int = 0  # seed of the random graph
+    k: NonNegativeFloat  # swap gain
+    fields: list[Annotated[list[Float], Len(3, 3)]] | None = None  # [hx, hy, hz]
+    decay: Rates = 0.0  # L = sqrt(g) sigma_-
+    pumping: Rates = 0.0  # L = sqrt(g) sigma_+
+    dephasing: Rates = 0.0  # L = sqrt(g / 2) sigma_z
+    couplings: list[tuple[Int, Int, Literal[NAMED_COUPLINGS], Float]] = []
+    collective: list[tuple[Literal[NAMED_COUPLINGS], Float]] = []  # on all pairs
+    initial: list[QubitState]  # per qubit: 0, 1, +, -, +i, -i or [theta, phi]
 
 
-BLENDED_SCHEMA: dict[str, Any] = {
-    "name": Field(str, "network", doc="run name"),
-    "network": {
-        "n": Field(int, REQUIRED, check=positive, doc="number of qubits"),
-        "graph": Field(str, "path", choices=(*GRAPHS, "custom"), doc="graph name"),
-        "edges": Field(list, None, doc="[[j, l, weight], ...] when graph is custom"),
-        "p": Field(float, 0.5, doc="edge probability of the random graph"),
-        "seed": Field(int, 0, doc="seed of the random graph"),
-        "k": Field(float, REQUIRED, check=non_negative, doc="swap gain"),
-        "fields": Field(
-            list, None, doc="per-qubit [hx, hy, hz]: H_j = hx X + hy Y + hz Z"
-        ),
-        "decay": Field(
-            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g) sigmam"
-        ),
-        "pumping": Field(
-            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g) sigmap"
-        ),
-        "dephasing": Field(
-            (float, list), 0.0, check=_per_qubit_rates, doc="L = sqrt(g / 2) sigmaz"
-        ),
-        "couplings": Field(list, [], doc="[[j, l, name, strength], ...]"),
-        "collective": Field(list, [], doc="[[name, strength], ...] on all pairs"),
-        "initial": Field(
-            list, REQUIRED, doc="per qubit: 0, 1, +, -, +i, -i or [theta, phi]"
-        ),
-    },
-    "dicke": {
-        "enabled": Field(bool, False, doc="couple the qubits to one bosonic mode"),
-        "n_levels": Field(int, 6, check=positive, doc="Fock truncation of the mode"),
-        "omega": Field(float, 1.0, doc="mode frequency"),
-        "g": Field(float, 0.5, doc="collective coupling"),
-        "kappa": Field(float, 0.2, check=non_negative, doc="mode decay rate"),
-        "max_top_population": Field(
-            float,
-            1e-4,
-            check=positive,
-            doc="largest allowed population of the mode's highest Fock level",
-        ),
-    },
-    "times": {
-        "t_end": Field(float, 10.0, check=positive, doc="final time"),
-        "n_save": Field(int, 201, check=at_least_two),
-    },
-    "solver": {
-        "method": Field(str, "tsit5", choices=METHODS),
-        "rtol": Field(float, 1e-8, check=positive),
-        "atol": Field(float, 1e-10, check=positive),
-    },
-    "sweep": {
-        "ks": Field(
-            list,
-            [10.0, 30.0, 100.0, 300.0],
-            check=_gains,
-            doc="swap gains of the k-sweep",
-        ),
-        "t_skip": Field(float, None, doc="errors measured for t >= t_skip"),
-    },
-    "cluster_tol": Field(float, 0.02, check=positive, doc="trace-distance tolerance"),
-}
+class DickeConfig(Section):
+    """One bosonic mode coupled to all qubits (dense engine)."""
+
+    enabled: StrictBool = False
+    n_levels: PositiveInt = 6  # Fock truncation of the mode
+    omega: Float = 1.0
+    g: Float = 0.5  # collective coupling
+    kappa: NonNegativeFloat = 0.2  # mode decay rate
+    max_top_population: PositiveFloat = 1e-4
+
+
+class TimesConfig(Section):
+    t_end: PositiveFloat = 10.0
+    n_save: Annotated[int, Strict(), Ge(2)] = 201
+
+
+class SolverConfig(Section):
+    method: Literal[METHODS] = "tsit5"
+    rtol: PositiveFloat = 1e-8
+    atol: PositiveFloat = 1e-10
+
+
+class SweepConfig(Section):
+    ks: Annotated[list[PositiveFloat], Len(2)] = [10.0, 30.0, 100.0, 300.0]
+    t_skip: Float | None = None  # errors measured for t >= t_skip
+
+
+class BlendedConfig(Section):
+    """A `qflow blended` config."""
+
+    name: str = "network"
+    network: NetworkConfig
+    dicke: DickeConfig = DickeConfig()
+    times: TimesConfig = TimesConfig()
+    solver: SolverConfig = SolverConfig()
+    sweep: SweepConfig = SweepConfig()
+    cluster_tol: PositiveFloat = 0.02  # trace-distance tolerance of clusters
+
+    @model_validator(mode="after")
+    def _across(self) -> BlendedConfig:
+        if self.dicke.enabled and self.solver.method not in MESOLVE_METHODS:
+            raise ValueError(
+                f"`solver.method` {self.solver.method!r} needs the network engine's "
+                "stiff swap part; with `dicke.enabled` (dense engine) choose one of "
+                + ", ".join(m for m in METHODS if m in MESOLVE_METHODS)
+            )
+        return self
+
+
+def validate_blended_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A `qflow blended` config checked against `BlendedConfig`, as a dict with
+    every default filled in."""
+    return validate_model(data, BlendedConfig).model_dump()
 
 
 def _rates(value: Any, n: int, key: str) -> list[float]:
@@ -200,20 +208,9 @@ def build_network(cfg: Mapping[str, Any]) -> QubitNetwork:
         for j, g in enumerate(_rates(cfg[key], n, key)):
             if g > 0:
                 jumps[j].append(math.sqrt(scale * g) * op)
-    couplings = []
-    for i, c in enumerate(cfg["couplings"]):
-        if not (isinstance(c, list) and len(c) == 4 and c[2] in NAMED_COUPLINGS):
-            raise ConfigError(
-                f"`network.couplings[{i}]` must be [j, l, name, strength] with a "
-                f"name in {NAMED_COUPLINGS}, got {c!r}"
-            )
-        couplings.append(tuple(c))
-    for i, c in enumerate(cfg["collective"]):
-        if not (isinstance(c, list) and len(c) == 2 and c[0] in NAMED_COUPLINGS):
-            raise ConfigError(
-                f"`network.collective[{i}]` must be [name, strength], got {c!r}"
-            )
-        couplings += collective_couplings(n, c[0], float(c[1]))
+    couplings = [tuple(c) for c in cfg["couplings"]]
+    for name, strength in cfg["collective"]:
+        couplings += collective_couplings(n, name, float(strength))
     try:
         return QubitNetwork(
             n,
@@ -294,7 +291,7 @@ def run_blended(
     couple to one bosonic mode (dense engine) and are compared with their mean.
 
     Args:
-        config: a mapping or a YAML path following `BLENDED_SCHEMA`.
+        config: a mapping or a YAML path following `BlendedConfig`.
         out_dir: folder for summary.json, arrays.npz and the plots.
 
     Returns:
@@ -309,7 +306,7 @@ def run_blended(
         -1.0
     """
     raw = load_yaml(config) if isinstance(config, str | Path) else config
-    cfg = validate(raw, BLENDED_SCHEMA)
+    cfg = validate_blended_config(raw)
     run = RunFolder(out_dir)
     started = time.perf_counter()
     notes: list[str] = []
@@ -321,12 +318,6 @@ def run_blended(
     rho0s = initial_states(cfg["network"]["initial"], n)
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     scfg, dcfg = cfg["solver"], cfg["dicke"]
-    if dcfg["enabled"] and scfg["method"] not in MESOLVE_METHODS:
-        raise ConfigError(
-            f"`solver.method` {scfg['method']!r} needs the network engine's stiff "
-            "swap part; with `dicke.enabled` (dense engine) choose one of "
-            + ", ".join(m for m in METHODS if m in MESOLVE_METHODS)
-        )
     opts = {"method": scfg["method"], "rtol": scfg["rtol"], "atol": scfg["atol"]}
 
     if dcfg["enabled"]:
@@ -477,3 +468,15 @@ def run_blended(
     summary["plots"] = plots
     timings_s = {"wall": time.perf_counter() - started}
     return run.write_summary("blended", cfg, metrics, timings_s, **summary)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BLENDED_SCHEMA":  # deprecated: the schema is the pydantic model
+        warnings.warn(
+            "qflow_jax.apps.blended.BLENDED_SCHEMA is deprecated; the schema is the "
+            "pydantic model BlendedConfig",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BlendedConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import jax
 import numpy as np
+from annotated_types import Ge
+from pydantic import Strict
 
-from qflow_jax.config import ConfigError, Field, at_least_two, positive, validate
+from qflow_jax.config import (
+    ConfigError,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    kinds,
+    validate_model,
+)
 from qflow_jax.core.methods import ADAPTIVE_NAMES
 from qflow_jax.lindblad.mesolve import MESOLVE_METHODS, TruncationError, mesolve
 from qflow_jax.lindblad.models import MODELS, build_model
 from qflow_jax.plots import plot_curves
 from qflow_jax.runs import RunFolder
 
-__all__ = ["DEFAULT_LINDBLAD_CONFIG", "run_lindblad", "validate_lindblad_config"]
+__all__ = [
+    "DEFAULT_LINDBLAD_CONFIG",
+    "LindbladConfig",
+    "run_lindblad",
+    "validate_lindblad_config",
+]
 
 DEFAULT_LINDBLAD_CONFIG: dict[str, Any] = {
     "name": "damped_cavity",
@@ -32,50 +45,47 @@ DEFAULT_LINDBLAD_CONFIG: dict[str, Any] = {
     "solver": {"method": "auto", "rtol": 1e-9, "atol": 1e-11},
 }
 
-_COMMON_SCHEMA: dict[str, Any] = {
-    "name": Field(str, "lindblad", doc="run name (default output folder runs/NAME)"),
-    "times": {
-        "t_end": Field(float, 10.0, check=positive, doc="final time"),
-        "n_save": Field(int, 101, check=at_least_two),
-    },
-    "solver": {
-        "method": Field(
-            str,
-            "auto",
-            choices=tuple(m for m in MESOLVE_METHODS if m in ADAPTIVE_NAMES),
-        ),
-        "rtol": Field(float, 1e-6, check=positive),
-        "atol": Field(float, 1e-8, check=positive),
-        "max_steps": Field(int, 1_000_000, check=positive),
-    },
-    "truncation": {
-        "max_top_population": Field(
-            float,
-            1e-4,
-            check=positive,
-            doc="largest allowed population of the highest Fock level (bosonic "
-            "models): above it the run is refused",
-        ),
-    },
-    "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
-}
+
+class SolverConfig(Section):
+    """`mesolve`'s adaptive method and tolerances."""
+
+    method: Literal[tuple(m for m in MESOLVE_METHODS if m in ADAPTIVE_NAMES)] = "auto"
+    rtol: PositiveFloat = 1e-6
+    atol: PositiveFloat = 1e-8
+    max_steps: PositiveInt = 1_000_000
+
+
+class TruncationConfig(Section):
+    """Largest allowed population of the highest Fock level (bosonic models):
+    above it the run is refused."""
+
+    max_top_population: PositiveFloat = 1e-4
+
+
+class TimesConfig(Section):
+    t_end: PositiveFloat = 10.0
+    n_save: Annotated[int, Strict(), Ge(2)] = 101
+
+
+class OutputConfig(Section):
+    dir: str | None = None  # default runs/NAME
+
+
+class LindbladConfig(Section):
+    """A `qflow lindblad` config: a named model (`MODELS`) and the solve."""
+
+    name: str = "lindblad"
+    model: kinds(*MODELS.values())
+    times: TimesConfig = TimesConfig()
+    solver: SolverConfig = SolverConfig()
+    truncation: TruncationConfig = TruncationConfig()
+    output: OutputConfig = OutputConfig()
 
 
 def validate_lindblad_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Validates a Lindblad run config; the model section by its `kind`'s schema."""
-    data = copy.deepcopy(data)
-    model = data.pop("model", None)
-    if not isinstance(model, dict) or "kind" not in model:
-        raise ConfigError(
-            f"missing `model.kind`; one of {', '.join(MODELS)} is required"
-        )
-    kind_field = Field(str, choices=tuple(MODELS), doc="model name")
-    validate({"kind": model["kind"]}, {"kind": kind_field}, "model")
-    out = validate(data, _COMMON_SCHEMA)
-    out["model"] = validate(
-        model, {"kind": kind_field, **MODELS[model["kind"]][0]}, "model"
-    )
-    return out
+    """A Lindblad run config checked against `LindbladConfig` (the model section
+    by its `kind`), as a dict with every default filled in."""
+    return validate_model(data, LindbladConfig).model_dump()
 
 
 def run_lindblad(

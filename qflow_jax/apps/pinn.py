@@ -6,119 +6,86 @@ time), arrays.npz (loss history, observables) and PNG plots (loss terms, <n>(t))
 
 from __future__ import annotations
 
-import copy
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pydantic import model_validator
 
-from qflow_jax.config import (
-    ConfigError,
-    Field,
-    at_least_two,
-    complex_pairs,
-    non_negative,
-    positive,
-    positive_ints,
-    unit_interval,
-    validate,
-)
+from qflow_jax.apps.run import DampedModesModel, OutputConfig, TimesConfig
+from qflow_jax.config import ComplexPair, Int, PositiveInt, Section, validate_model
 from qflow_jax.husimi import coherent_q
 from qflow_jax.husimi.initial import CoherentState
 from qflow_jax.husimi.models import DampedChain
 from qflow_jax.metrics import MarginalGrid, compare_marginal, n_errors, record_metrics
-from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES
 from qflow_jax.pinn.train import PINNSettings, train_pinn
 from qflow_jax.plots import plot_curves
 from qflow_jax.references import ExactDampedChain
 from qflow_jax.runs import RunFolder
 
-__all__ = ["PINN_SCHEMA", "run_pinn", "validate_pinn_config"]
+__all__ = ["PINNConfig", "run_pinn", "validate_pinn_config"]
 
 
-_DEFAULTS = PINNSettings()
+class PINNInitial(Section):
+    """The coherent product the PINN starts from (its exact solution is known)."""
 
-PINN_SCHEMA: dict[str, Any] = {
-    "name": Field(str, "pinn", doc="run name (default output folder runs/NAME)"),
-    "model": {
-        "kind": Field(
-            str, "damped_modes", choices=("damped_modes",), doc="model family"
-        ),
-        "modes": Field(int, 1, check=positive, doc="number of modes N"),
-        "omega": Field(float, 1.0, doc="mode frequency"),
-        "gamma": Field(float, 1.0, check=positive, doc="energy decay rate per mode"),
-        "hopping": Field(float, 0.0, doc="nearest-neighbour hopping J on a chain"),
-    },
-    "initial": {
-        "kind": Field(str, "coherent", choices=("coherent",)),
-        "alpha": Field(
-            list, [[2.0, 0.0]], check=complex_pairs, doc="amplitude per mode"
-        ),
-    },
-    "pinn": {
-        "hidden": Field(list, list(_DEFAULTS.hidden), check=positive_ints),
-        "activation": Field(str, _DEFAULTS.activation, choices=tuple(ACTIVATIONS)),
-        "envelope": Field(str, _DEFAULTS.envelope, choices=ENVELOPES),
-        "sampler": Field(str, _DEFAULTS.sampler, choices=("box", "initial")),
-        "box_half_width": Field(float, _DEFAULTS.box_half_width, check=positive),
-        "box_center": Field(list, None, doc="one float per coordinate (None: 0)"),
-        "initial_spread": Field(float, _DEFAULTS.initial_spread, check=positive),
-        "n_collocation": Field(int, _DEFAULTS.n_collocation, check=positive),
-        "n_initial": Field(int, _DEFAULTS.n_initial, check=positive),
-        "n_norm": Field(int, _DEFAULTS.n_norm, check=positive),
-        "n_norm_times": Field(int, _DEFAULTS.n_norm_times, check=positive),
-        "steps": Field(int, _DEFAULTS.steps, check=positive),
-        "learning_rate": Field(float, _DEFAULTS.learning_rate, check=positive),
-        "schedule": Field(
-            str, _DEFAULTS.schedule, choices=("constant", "cosine", "warmup_cosine")
-        ),
-        "weighting": Field(str, _DEFAULTS.weighting, choices=("none", "q")),
-        "weight_floor": Field(float, _DEFAULTS.weight_floor, check=unit_interval),
-        "weight_residual": Field(float, _DEFAULTS.weight_residual, check=non_negative),
-        "weight_initial": Field(float, _DEFAULTS.weight_initial, check=non_negative),
-        "weight_norm": Field(float, _DEFAULTS.weight_norm, check=non_negative),
-        "causal_eps": Field(float, _DEFAULTS.causal_eps, check=non_negative),
-        "causal_bins": Field(int, _DEFAULTS.causal_bins, check=positive),
-        "log_every": Field(int, _DEFAULTS.log_every, check=positive),
-    },
-    "times": {
-        "t_end": Field(float, 2.0, check=positive, doc="final time"),
-        "n_save": Field(int, 11, check=at_least_two),
-    },
-    "seed": Field(int, 0),
-    "eval": {
-        "n_grid": Field(int, 256, check=positive, doc="grid points per axis (1 mode)"),
-        "n_samples": Field(
-            int, 200_000, check=positive, doc="importance samples (several modes)"
-        ),
-    },
-    "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
-}
+    kind: Literal["coherent"] = "coherent"
+    alpha: list[ComplexPair] = [[2.0, 0.0]]
+
+
+class EvalConfig(Section):
+    """Quadrature of the PINN's observables."""
+
+    n_grid: PositiveInt = 256  # grid points per axis (one mode)
+    n_samples: PositiveInt = 200_000  # importance samples (several modes)
+
+
+class PINNConfig(Section):
+    """A `qflow pinn` config; its `pinn` section is `PINNSettings` (less `t_end`
+    and `seed`, which come from `times` and `seed`)."""
+
+    name: str = "pinn"
+    model: DampedModesModel = DampedModesModel()
+    initial: PINNInitial = PINNInitial()
+    pinn: PINNSettings = PINNSettings()
+    times: TimesConfig = TimesConfig()
+    seed: Int = 0
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _times_and_seed_once(cls, data: Any) -> Any:
+        section = data.get("pinn") if isinstance(data, dict) else None
+        for key, where in (("t_end", "times.t_end"), ("seed", "seed")):
+            if isinstance(section, dict) and key in section:
+                raise ValueError(f"`pinn.{key}` is set by `{where}`; remove it")
+        return data
+
+    @model_validator(mode="after")
+    def _per_mode(self) -> PINNConfig:
+        n = self.model.modes
+        if len(self.initial.alpha) != n:
+            raise ValueError(
+                f"`initial.alpha` has {len(self.initial.alpha)} entries but "
+                f"`model.modes` is {n}"
+            )
+        center = self.pinn.box_center
+        if center is not None and len(center) != 2 * n:
+            raise ValueError(
+                f"`pinn.box_center` must be a list of {2 * n} numbers (x_0, p_0, "
+                f"...), got {list(center)!r}"
+            )
+        return self
 
 
 def validate_pinn_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Checks a PINN run config against `PINN_SCHEMA`; returns it with defaults."""
-    cfg = validate(copy.deepcopy(data), PINN_SCHEMA)
-    n = cfg["model"]["modes"]
-    if len(cfg["initial"]["alpha"]) != n:
-        raise ConfigError(
-            f"`initial.alpha` has {len(cfg['initial']['alpha'])} entries but "
-            f"`model.modes` is {n}"
-        )
-    center = cfg["pinn"]["box_center"]
-    if center is not None and (
-        len(center) != 2 * n
-        or not all(
-            isinstance(c, int | float) and not isinstance(c, bool) for c in center
-        )
-    ):
-        raise ConfigError(
-            f"`pinn.box_center` must be a list of {2 * n} numbers (x_0, p_0, ...), "
-            f"got {center!r}"
-        )
-    return cfg
+    """A PINN run config checked against `PINNConfig`, as a dict with every
+    default filled in."""
+    return validate_model(data, PINNConfig).model_dump()
 
 
 def run_pinn(
@@ -137,11 +104,9 @@ def run_pinn(
     initial = CoherentState([complex(*p) for p in cfg["initial"]["alpha"]])
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     exact = ExactDampedChain(chain, initial, tsave)
-    pc = dict(cfg["pinn"])
-    pc["hidden"] = tuple(pc["hidden"])
-    if pc["box_center"] is not None:
-        pc["box_center"] = tuple(float(c) for c in pc["box_center"])
-    settings = PINNSettings(**pc, t_end=cfg["times"]["t_end"], seed=cfg["seed"])
+    settings = PINNSettings(
+        **{**cfg["pinn"], "t_end": cfg["times"]["t_end"], "seed": cfg["seed"]}
+    )
     sol = train_pinn(
         exact.pde,
         coherent_q(initial.alpha),
@@ -205,3 +170,15 @@ def run_pinn(
     )
     timings_s = {"train_wall": h["train_wall_s"]}
     return run.write_summary("pinn", cfg, metrics, timings_s, records=records)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PINN_SCHEMA":  # deprecated: the schema is the pydantic model
+        warnings.warn(
+            "qflow_jax.apps.pinn.PINN_SCHEMA is deprecated; the schema is the "
+            "pydantic model PINNConfig",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return PINNConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,29 +24,33 @@ evolved by TDVP to t = 2/gamma and compared with its exact solution.
 
 from __future__ import annotations
 
-import copy
+import functools
 import sys
 import time
-from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from annotated_types import Ge, Len
+from pydantic import Strict, StrictBool, field_validator, model_validator
 from tqdm import tqdm
 
 from qflow_jax.checkpoints import Checkpoints
 from qflow_jax.config import (
     ConfigError,
-    Field,
-    at_least_two,
-    complex_pairs,
-    non_negative,
-    positive,
-    positive_ints,
-    validate,
+    Float,
+    Int,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    kinds,
+    validate_model,
 )
 from qflow_jax.evolution.euler_kl import EulerKLSettings, evolve_euler_kl
 from qflow_jax.evolution.observables import normalization, sample_observables
@@ -79,7 +83,7 @@ from qflow_jax.runs import (
 
 __all__ = [
     "DEFAULT_QFLOW_CONFIG",
-    "QFLOW_SCHEMA",
+    "QFlowConfig",
     "QFlowSetup",
     "run_qflow",
     "setup_qflow",
@@ -88,135 +92,201 @@ __all__ = [
 
 # ------------------------------------------------------------------ config schema
 
+_MAX_FOCK_DIM = 2048
+ComplexPair = Annotated[list[Float], Len(2, 2)]
 
-def _counts(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+
+class DampedModesModel(Section):
+    """N damped modes on a chain with hopping J (`DampedChain`): exact reference."""
+
+    kind: Literal["damped_modes"] = "damped_modes"
+    modes: PositiveInt = 1
+    omega: Float = 1.0
+    gamma: PositiveFloat = 1.0
+    hopping: Float = 0.0
+
+
+class ExpressionModel(Section):
+    """H and the jump operators as operator expressions with named constants; the
+    reference solves the Lindblad equation in a truncated Fock basis."""
+
+    kind: Literal["expression"]
+    modes: PositiveInt = 1
+    hamiltonian: str
+    jump_ops: list[str] = []
+    constants: dict[str, Float] = {}
+
+    @field_validator("constants")
+    @classmethod
+    def _names(cls, constants: dict[str, float]) -> dict[str, float]:
+        for name in constants:
+            if not name.isidentifier():
+                raise ValueError(f"names must be identifiers, got {name!r}")
+            if name in RESERVED:
+                reserved = ", ".join(sorted(RESERVED))
+                raise ValueError(f"name {name!r} is reserved ({reserved})")
+        return constants
+
+    @model_validator(mode="after")
+    def _parse(self) -> ExpressionModel:
+        _operators(self.hamiltonian, self.jump_ops, self.constants, self.modes)
+        return self
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(hamiltonian, jump_ops, constants, modes):
+    return model_operators(hamiltonian, list(jump_ops), dict(constants), modes)
+
+
+def _operators(hamiltonian: str, jump_ops, constants, modes: int):
+    """H and the jump operators of an expression model, parsed once per process
+    (validation and the reference share them)."""
+    return _parsed(hamiltonian, tuple(jump_ops), tuple(constants.items()), modes)
+
+
+class CoherentInitial(Section):
+    """A coherent product: the new flow is exactly Q(0) (no pre-training)."""
+
+    kind: Literal["coherent"] = "coherent"
+    alpha: list[ComplexPair]
+
+    def state(self) -> InitialState:
+        return CoherentState([complex(*p) for p in self.alpha])
+
+
+class CatInitial(Section):
+    """The one-mode cat |alpha> + sign |-alpha>."""
+
+    kind: Literal["cat"]
+    alpha: list[ComplexPair]  # one mode
+    sign: Literal[1, -1] = 1
+
+    def state(self) -> InitialState:
+        return CatState([complex(*self.alpha[0])], self.sign)
+
+
+class FockInitial(Section):
+    """A Fock product |n_0> x |n_1> ..."""
+
+    kind: Literal["fock"]
+    n: list[NonNegativeInt]
+
+    def state(self) -> InitialState:
+        return FockState(self.n)
+
+
+class ThermalInitial(Section):
+    """A product of thermal states with occupations nth_j."""
+
+    kind: Literal["thermal"]
+    nth: list[NonNegativeFloat]
+
+    def state(self) -> InitialState:
+        return ThermalState(self.nth)
+
+
+class FlowConfig(Section):
+    """The normalizing flow (`NormalizingFlow`)."""
+
+    layers: PositiveInt = 2
+    coupling: Literal["affine", "spline"] = "affine"
+    hidden: Annotated[list[PositiveInt], Len(1)] = [8]
+    bins: PositiveInt = 8
+    lu_mixing: StrictBool = False
+
+
+class ReferenceConfig(Section):
+    """The Fock-space reference of expression models."""
+
+    cutoff: PositiveInt = 30  # Fock levels per mode
+    rtol: PositiveFloat = 1e-8
+    atol: PositiveFloat = 1e-10
+    max_top_population: PositiveFloat = 1e-4
+
+
+class MetricsConfig(Section):
+    """Where Q marginals are compared: mode, grid, snapshots."""
+
+    mode: NonNegativeInt = 0
+    grid_points: Annotated[int, Strict(), Ge(2)] = 101
+    grid_half_width: PositiveFloat | None = None  # default sqrt(max <n> + 1) + 4
+    snapshots: Annotated[int, Strict(), Ge(2)] = 5
+
+
+class TimesConfig(Section):
+    t_end: PositiveFloat = 2.0
+    n_save: Annotated[int, Strict(), Ge(2)] = 11
+
+
+class OutputConfig(Section):
+    dir: str | None = None  # default runs/NAME
+
+
+class QFlowConfig(Section):
+    """A `qflow run` config: the schema, with every default.
+
+    Examples:
+        >>> cfg = QFlowConfig.model_validate(DEFAULT_QFLOW_CONFIG)
+        >>> cfg.model.gamma, cfg.tdvp.batch_size, cfg.euler_kl.dt
+        (1.0, 1024, 0.02)
+    """
+
+    name: str = "qflow"
+    model: kinds(DampedModesModel, ExpressionModel, default="damped_modes") = (
+        DampedModesModel()
     )
-    return None if ok and value else "must be a list of integers >= 0, one per mode"
-
-
-def _occupations(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+    initial: kinds(
+        CoherentInitial, CatInitial, FockInitial, ThermalInitial, default="coherent"
     )
-    return None if ok and value else "must be a list of numbers >= 0, one per mode"
+    pretrain: PretrainSettings = PretrainSettings()
+    flow: FlowConfig = FlowConfig()
+    method: Literal["tdvp", "euler-kl"] = "tdvp"
+    tdvp: TDVPSettings = TDVPSettings()
+    euler_kl: EulerKLSettings = EulerKLSettings()
+    reference: ReferenceConfig = ReferenceConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    times: TimesConfig = TimesConfig()
+    seed: Int = 0
+    eval_samples: PositiveInt = 400_000  # samples per estimate (error ~ 1/sqrt)
+    checkpoint_every: PositiveInt = 1  # save intervals per checkpoint
+    output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="after")
+    def _across(self) -> QFlowConfig:
+        model, init, N = self.model, self.initial, self.model.modes
+        if model.kind == "damped_modes" and init.kind != "coherent":
+            raise ValueError(
+                "model kind 'damped_modes' has an exact reference only for "
+                f"`initial.kind: coherent`, got {init.kind!r}; write the model as "
+                "kind 'expression' (Fock-space reference) instead"
+            )
+        if init.kind == "cat" and N != 1:
+            raise ValueError(
+                f"`initial.kind: cat` is implemented for one mode, got "
+                f"`model.modes` = {N}"
+            )
+        key = {"fock": "n", "thermal": "nth"}.get(init.kind, "alpha")
+        if len(getattr(init, key)) != N:
+            raise ValueError(
+                f"`initial.{key}` has {len(getattr(init, key))} entries but "
+                f"`model.modes` is {N}"
+            )
+        if init.kind == "cat" and init.alpha == [[0.0, 0.0]] and init.sign < 0:
+            raise ValueError("`initial.alpha` must be nonzero for an odd cat state")
+        if self.metrics.mode >= N:
+            raise ValueError(
+                f"`metrics.mode` must be a mode index below {N}, got "
+                f"{self.metrics.mode}"
+            )
+        D = self.reference.cutoff**N
+        if model.kind == "expression" and D > _MAX_FOCK_DIM:
+            raise ValueError(
+                f"`reference.cutoff` = {self.reference.cutoff} gives a Fock space of "
+                f"dimension {D} for {N} modes; the dense reference allows at most "
+                f"{_MAX_FOCK_DIM}"
+            )
+        return self
 
-def _strings(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return None if ok else "must be a list of operator expressions (strings)"
-
-
-def _constants(value: Any) -> str | None:
-    for name, v in value.items():
-        if not (isinstance(name, str) and name.isidentifier()):
-            return f"names must be identifiers, got {name!r}"
-        if name in RESERVED:
-            return f"name {name!r} is reserved ({', '.join(sorted(RESERVED))})"
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return f"values must be real numbers, got {name}: {v!r}"
-    return None
-
-
-QFLOW_SCHEMA: dict[str, Any] = {
-    "name": Field(str, "qflow", doc="run name (default output folder runs/NAME)"),
-    "model": {
-        "kind": Field(
-            str,
-            "damped_modes",
-            choices=("damped_modes", "expression"),
-            doc="model family",
-        ),
-        "modes": Field(int, 1, check=positive, doc="number of modes N"),
-        "omega": Field(float, 1.0, doc="mode frequency (damped_modes)"),
-        "gamma": Field(
-            float, 1.0, check=positive, doc="energy decay rate per mode (damped_modes)"
-        ),
-        "hopping": Field(float, 0.0, doc="hopping J on a chain (damped_modes)"),
-        "hamiltonian": Field(str, None, doc="H as an expression (expression)"),
-        "jump_ops": Field(list, None, check=_strings, doc="jump operators L_k"),
-        "constants": Field(dict, None, check=_constants, doc="names used in H, L_k"),
-    },
-    "initial": {
-        "kind": Field(str, "coherent", choices=("coherent", "cat", "fock", "thermal")),
-        "alpha": Field(list, None, check=complex_pairs, doc="amplitude per mode"),
-        "sign": Field(int, 1, choices=(1, -1), doc="cat parity: +1 even, -1 odd"),
-        "n": Field(list, None, check=_counts, doc="Fock number per mode"),
-        "nth": Field(list, None, check=_occupations, doc="thermal <n> per mode"),
-    },
-    "pretrain": {
-        "objective": Field(
-            str,
-            "max_likelihood",
-            choices=("max_likelihood", "reverse_kl"),
-            doc="ML on exact samples of Q(0), or reverse KL to the analytic log Q(0)",
-        ),
-        "max_steps": Field(int, 3000, check=positive),
-        "batch_size": Field(int, 1024, check=positive),
-        "learning_rate": Field(float, 3e-3, check=positive),
-        "kl_tol": Field(float, 2e-3, check=positive),
-        "check_every": Field(int, 100, check=positive),
-        "check_samples": Field(int, 20_000, check=positive),
-        "schedule": Field(str, "constant", choices=("constant", "cosine")),
-    },
-    "flow": {
-        "layers": Field(int, 2, check=positive),
-        "coupling": Field(str, "affine", choices=("affine", "spline")),
-        "hidden": Field(list, [8], check=positive_ints),
-        "bins": Field(int, 8, check=positive),
-        "lu_mixing": Field(bool, False),
-    },
-    "method": Field(str, "tdvp", choices=("tdvp", "euler-kl")),
-    "tdvp": TDVPSettings,
-    "euler_kl": {
-        "dt": Field(float, 0.02, check=positive),
-        "batch_size": Field(int, 512, check=positive),
-        "learning_rate": Field(float, 3e-3, check=positive),
-        "schedule": Field(str, "cosine", choices=("constant", "cosine")),
-        "max_inner_steps": Field(int, 50, check=positive),
-        "min_inner_steps": Field(int, 50, check=positive),
-        "window": Field(int, 10, check=positive),
-        "loss_tol": Field(float, 1e-6, check=positive),
-        "objective": Field(str, "reverse", choices=("forward", "reverse")),
-        "scheme": Field(str, "midpoint", choices=("euler", "midpoint")),
-    },
-    "reference": {
-        "cutoff": Field(int, 30, check=positive, doc="Fock levels per mode"),
-        "rtol": Field(float, 1e-8, check=positive, doc="mesolve tolerance"),
-        "atol": Field(float, 1e-10, check=positive, doc="mesolve tolerance"),
-        "max_top_population": Field(
-            float,
-            1e-4,
-            check=positive,
-            doc="largest allowed population of the top Fock level of any mode",
-        ),
-    },
-    "metrics": {
-        "mode": Field(int, 0, check=non_negative, doc="mode of the Q marginal"),
-        "grid_points": Field(int, 101, check=at_least_two, doc="grid points per axis"),
-        "grid_half_width": Field(
-            float,
-            None,
-            check=positive,
-            doc="grid [-w, w]^2 (default sqrt(max <n> + 1) + 4)",
-        ),
-        "snapshots": Field(int, 5, check=at_least_two, doc="Q snapshots plotted"),
-    },
-    "times": {
-        "t_end": Field(float, 2.0, check=positive, doc="final time"),
-        "n_save": Field(int, 11, check=at_least_two),
-    },
-    "seed": Field(int, 0),
-    "eval_samples": Field(
-        int,
-        400_000,
-        check=positive,
-        doc="samples per observable estimate (error ~ 1/sqrt)",
-    ),
-    "checkpoint_every": Field(int, 1, check=positive, doc="intervals per checkpoint"),
-    "output": {"dir": Field(str, None, doc="output folder (default runs/NAME)")},
-}
 
 DEFAULT_QFLOW_CONFIG: dict[str, Any] = {
     "name": "damped_1mode",
@@ -227,33 +297,6 @@ DEFAULT_QFLOW_CONFIG: dict[str, Any] = {
     "tdvp": {"batch_size": 1024, "dt": 0.02},
     "times": {"t_end": 2.0, "n_save": 11},
 }
-
-_MODEL_KEYS = {
-    "damped_modes": ("omega", "gamma", "hopping"),
-    "expression": ("hamiltonian", "jump_ops", "constants"),
-}
-_INITIAL_KEYS = {
-    "coherent": ("alpha",),
-    "cat": ("alpha", "sign"),
-    "fock": ("n",),
-    "thermal": ("nth",),
-}
-_MAX_FOCK_DIM = 2048
-
-
-# ------------------------------------------------------------------ initial states
-
-
-def _initial_state(init: dict[str, Any]) -> InitialState:
-    """The configured initial state (its keys were checked by validation)."""
-    if init["kind"] == "coherent":
-        return CoherentState([complex(*p) for p in init["alpha"]])
-    if init["kind"] == "cat":
-        return CatState([complex(*init["alpha"][0])], init["sign"])
-    if init["kind"] == "fock":
-        return FockState(init["n"])
-    return ThermalState(init["nth"])
-
 
 # ------------------------------------------------------------------------ metrics
 
@@ -342,86 +385,22 @@ def _read_checkpoint(ckpts: Checkpoints, cfg: dict, flow) -> dict[str, Any] | No
 # ---------------------------------------------------------------------- validation
 
 
-def _given(raw: Any, section: str) -> set[str]:
-    part = raw.get(section) if isinstance(raw, Mapping) else None
-    return set(part) if isinstance(part, Mapping) else set()
-
-
 def validate_qflow_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Checks a `qflow run` config against `QFLOW_SCHEMA` and across sections
-    (keys of the chosen kinds, one entry per mode, parseable expressions)."""
-    cfg = validate(copy.deepcopy(data), QFLOW_SCHEMA)
-    _check_model(cfg, _given(data, "model"))
-    _check_initial(cfg, _given(data, "initial"))
-    N = cfg["model"]["modes"]
-    if cfg["metrics"]["mode"] >= N:
-        raise ConfigError(
-            f"`metrics.mode` must be a mode index below {N}, "
-            f"got {cfg['metrics']['mode']}"
-        )
-    return cfg
-
-
-def _check_model(cfg: dict[str, Any], given: set[str]) -> None:
-    model, N = cfg["model"], cfg["model"]["modes"]
-    for kind, keys in _MODEL_KEYS.items():
-        for key in keys:
-            if kind != model["kind"] and key in given:
-                raise ConfigError(
-                    f"`model.{key}` belongs to model kind {kind!r}, not "
-                    f"{model['kind']!r}"
-                )
-    if model["kind"] == "damped_modes":
-        if cfg["initial"]["kind"] != "coherent":
-            raise ConfigError(
-                "model kind 'damped_modes' has an exact reference only for "
-                f"`initial.kind: coherent`, got {cfg['initial']['kind']!r}; write "
-                "the model as kind 'expression' (Fock-space reference) instead"
-            )
-        return
-    if model["hamiltonian"] is None:
-        raise ConfigError("missing `model.hamiltonian` for model kind 'expression'")
-    model_operators(
-        model["hamiltonian"],
-        model["jump_ops"] or [],
-        model["constants"] or {},
-        model["modes"],
-    )
-    D = cfg["reference"]["cutoff"] ** N
-    if D > _MAX_FOCK_DIM:
-        raise ConfigError(
-            f"`reference.cutoff` = {cfg['reference']['cutoff']} gives a Fock "
-            f"space of dimension {D} for {N} modes; the dense reference allows "
-            f"at most {_MAX_FOCK_DIM}"
-        )
-
-
-def _check_initial(cfg: dict[str, Any], given: set[str]) -> None:
-    init, N = cfg["initial"], cfg["model"]["modes"]
-    takes = _INITIAL_KEYS[init["kind"]]
-    for key in sorted(given & {"alpha", "sign", "n", "nth"} - set(takes)):
-        raise ConfigError(
-            f"`initial.{key}` is not used by initial kind {init['kind']!r} "
-            f"(it takes {', '.join(takes)})"
-        )
-    if init["kind"] == "cat" and N != 1:
-        raise ConfigError(
-            f"`initial.kind: cat` is implemented for one mode, got `model.modes` = {N}"
-        )
-    if init[takes[0]] is None:
-        raise ConfigError(
-            f"missing `initial.{takes[0]}` for initial kind {init['kind']!r}"
-        )
-    if len(init[takes[0]]) != N:
-        raise ConfigError(
-            f"`initial.{takes[0]}` has {len(init[takes[0]])} entries but "
-            f"`model.modes` is {N}"
-        )
-    if init["kind"] == "cat" and init["alpha"] == [[0.0, 0.0]] and init["sign"] < 0:
-        raise ConfigError("`initial.alpha` must be nonzero for an odd cat state")
+    """A `qflow run` config checked against `QFlowConfig` (keys, types, ranges,
+    the kinds' own keys, one entry per mode, parseable expressions), as a dict
+    with every default filled in."""
+    return validate_model(data, QFlowConfig).model_dump()
 
 
 # ---------------------------------------------------------------------------- run
+
+
+def _initial(cfg: dict[str, Any]) -> InitialState:
+    """The configured initial state (a validated config's `initial` section)."""
+    init = cfg["initial"]
+    return {"coherent": CoherentInitial, "cat": CatInitial, "fock": FockInitial}.get(
+        init["kind"], ThermalInitial
+    )(**init).state()
 
 
 def _settings(cfg: dict[str, Any]) -> EulerKLSettings | TDVPSettings:
@@ -439,11 +418,8 @@ def _problem(
             model["modes"], model["omega"], model["gamma"], model["hopping"]
         )
         return ExactDampedChain(chain, initial, tsave)
-    H, jumps = model_operators(
-        model["hamiltonian"],
-        model["jump_ops"] or [],
-        model["constants"] or {},
-        model["modes"],
+    H, jumps = _operators(
+        model["hamiltonian"], model["jump_ops"], model["constants"], model["modes"]
     )
     ref = cfg["reference"]
     try:
@@ -490,15 +466,15 @@ def _flow(cfg: dict[str, Any], initial: InitialState) -> NormalizingFlow:
 
 def _pretrain_flow(flow, params, initial: InitialState, cfg: dict) -> dict[str, Any]:
     """Fits the flow to Q(0); returns the parameters and what was measured."""
-    settings = dict(cfg["pretrain"])
-    ml = settings.pop("objective") == "max_likelihood"
+    settings = PretrainSettings(**cfg["pretrain"])
+    ml = settings.objective == "max_likelihood"
     params, info = pretrain(
         flow,
         params,
         jax.random.key(cfg["seed"] + 5),
         initial.log_q,
-        initial.sample if ml else None,
-        PretrainSettings(**settings),
+        initial.sample,
+        settings,
     )
     return {
         **info,
@@ -547,7 +523,7 @@ def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
 
 def _setup(cfg: dict[str, Any]) -> QFlowSetup:
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
-    initial = _initial_state(cfg["initial"])
+    initial = _initial(cfg)
     problem = _problem(cfg, initial, tsave)
     return QFlowSetup(cfg, initial, problem, tsave, _grid(cfg, problem))
 
@@ -559,10 +535,11 @@ def run_qflow(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs Q-Flow on the configured problem; writes summary.json, observables.npz,
-    checkpoints/ (orbax, one folder per step, the last two kept) and PNG plots (observables, Q snapshots, errors).
+    checkpoints/ (orbax, one folder per step, the last two kept) and PNG plots
+    (observables, Q snapshots, errors).
 
-    With `resume`, continues from the latest checkpoint (written after pre-training and
-    after every `checkpoint_every` save intervals) to the same final result as an
+    With `resume`, continues from the latest checkpoint (written after pre-training
+    and after every `checkpoint_every` save intervals) to the same final result as an
     uninterrupted run with the same seed: pre-training draws from the seed, every
     interval from fold_in(seed, interval).
     """
@@ -570,7 +547,7 @@ def run_qflow(
     cfg = validate_qflow_config(config)
     run = RunFolder(out_dir or cfg["output"]["dir"] or Path("runs") / cfg["name"])
     ckpts = Checkpoints(run.path / "checkpoints")
-    flow = _flow(cfg, _initial_state(cfg["initial"]))
+    flow = _flow(cfg, _initial(cfg))
     saved = _read_checkpoint(ckpts, cfg, flow) if resume else None
     if resume and saved is None:
         print(
@@ -787,3 +764,15 @@ def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
         flow_label="flow density" if N == 1 else "flow (histogram)",
         title=f"{cfg['name']}: Q marginal of mode {grid.mode}",
     )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QFLOW_SCHEMA":  # deprecated: the schema is the pydantic model
+        warnings.warn(
+            "qflow_jax.apps.run.QFLOW_SCHEMA is deprecated; the schema is the "
+            "pydantic model QFlowConfig",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return QFlowConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import flax.linen as nn
@@ -49,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from qflow_jax.core.checks import check_positive_number, check_tsave
+from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
+from qflow_jax.core.checks import check_tsave
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
 from qflow_jax.evolution.result import (
     EvolutionResult,
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@settings_class
 class EulerKLSettings:
     """Settings of one Euler-KL time step.
 
@@ -86,31 +86,16 @@ class EulerKLSettings:
             fits per step, second order; see `euler_kl_step`).
     """
 
-    dt: float = 0.02
-    batch_size: int = 512
-    learning_rate: float = 3e-3
-    schedule: str = "cosine"
-    max_inner_steps: int = 50
-    min_inner_steps: int = 50
-    window: int = 10
-    loss_tol: float = 1e-6
-    objective: str = "reverse"
-    scheme: str = "midpoint"
-
-    def __post_init__(self):
-        if self.objective not in _OBJECTIVES:
-            raise ValueError(
-                f"`objective` must be one of {tuple(_OBJECTIVES)}, "
-                f"got {self.objective!r}"
-            )
-        if self.scheme not in ("euler", "midpoint"):
-            raise ValueError(
-                f"`scheme` must be 'euler' or 'midpoint', got {self.scheme!r}"
-            )
-        for name in ("dt", "learning_rate", "loss_tol"):
-            check_positive_number(getattr(self, name), name)
-        for name in ("batch_size", "max_inner_steps", "min_inner_steps", "window"):
-            check_positive_number(getattr(self, name), name, integer=True)
+    dt: PositiveFloat = 0.02
+    batch_size: PositiveInt = 512
+    learning_rate: PositiveFloat = 3e-3
+    schedule: Literal["constant", "cosine"] = "cosine"
+    max_inner_steps: PositiveInt = 50
+    min_inner_steps: PositiveInt = 50
+    window: PositiveInt = 10
+    loss_tol: PositiveFloat = 1e-6
+    objective: Literal["forward", "reverse"] = "reverse"
+    scheme: Literal["euler", "midpoint"] = "midpoint"
 
     def optimizer(self) -> optax.GradientTransformation:
         return _optimizer(self)

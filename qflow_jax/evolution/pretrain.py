@@ -9,8 +9,7 @@ states). Training stops once the measured KL falls below `kl_tol` (checked every
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import flax.linen as nn
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
 from qflow_jax.evolution._flowfns import sample_and_log_prob
 
 __all__ = ["PretrainSettings", "pretrain"]
@@ -26,23 +26,24 @@ Sampler = Callable[[jax.Array, int], jax.Array]
 LogDensity = Callable[[jax.Array], jax.Array]
 
 
-@dataclass(frozen=True)
+@settings_class
 class PretrainSettings:
-    """Optimizer and stopping rule of `pretrain`."""
+    """Objective, optimizer and stopping rule of `pretrain` (also the `pretrain:`
+    section of a `qflow run` config).
 
-    max_steps: int = 3000
-    batch_size: int = 1024
-    learning_rate: float = 3e-3
-    kl_tol: float = 2e-3
-    check_every: int = 100
-    check_samples: int = 20_000
-    schedule: str = "constant"
+    Attributes:
+        objective: "max_likelihood" on exact samples of Q(0) (needs a sampler) or
+            "reverse_kl" to the analytic log Q(0).
+    """
 
-    def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"`schedule` must be 'constant' or 'cosine', got {self.schedule!r}"
-            )
+    objective: Literal["max_likelihood", "reverse_kl"] = "max_likelihood"
+    max_steps: PositiveInt = 3000
+    batch_size: PositiveInt = 1024
+    learning_rate: PositiveFloat = 3e-3
+    kl_tol: PositiveFloat = 2e-3
+    check_every: PositiveInt = 100
+    check_samples: PositiveInt = 20_000
+    schedule: Literal["constant", "cosine"] = "constant"
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at `learning_rate`, or decaying to 1% of it over `max_steps`
@@ -111,9 +112,17 @@ def pretrain(
 
     Args:
         logq0: y (dim,) -> log Q(0)(y), the target log-density.
-        sampler: (key, n) -> (n, dim) exact samples of Q(0), or None (then the
-            reverse KL to logq0 is minimized).
+        sampler: (key, n) -> (n, dim) exact samples of Q(0), which
+            `settings.objective` "max_likelihood" needs; "reverse_kl" minimizes the
+            reverse KL to logq0 and does not use it.
     """
+    if settings.objective == "reverse_kl":
+        sampler = None
+    elif sampler is None:
+        raise ValueError(
+            "`settings.objective` 'max_likelihood' needs exact samples of Q(0): "
+            "pass `sampler`, or choose objective 'reverse_kl'"
+        )
     optimizer = settings.optimizer()
     opt_state = optimizer.init(params)
     steps = 0

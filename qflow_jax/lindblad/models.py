@@ -5,15 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
 
 from qflow_jax import operators as ops
-from qflow_jax.config import Field, non_negative, positive
+from qflow_jax.config import (
+    ComplexPair,
+    Float,
+    NonNegativeFloat,
+    PositiveInt,
+    Section,
+    validate_model,
+)
 
-__all__ = ["MODELS", "LindbladProblem", "build_model"]
+__all__ = [
+    "MODELS",
+    "DampedCavity",
+    "KerrOscillator",
+    "LindbladProblem",
+    "QubitDecay",
+    "build_model",
+]
 
 
 @dataclass(frozen=True)
@@ -32,14 +46,6 @@ class LindbladProblem:
     exp_ops: dict[str, jax.Array]
     exact: Callable[[np.ndarray], dict[str, np.ndarray]] | None
     fock_dims: tuple[int, ...] | None = None
-
-
-def _complex_pair(value: Any) -> str | None:
-    ok = isinstance(value, list) and len(value) == 2
-    ok = ok and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value
-    )
-    return None if ok else "must be a list [real, imag] of two numbers"
 
 
 def _damped_cavity(p: Mapping[str, Any]) -> LindbladProblem:
@@ -95,48 +101,62 @@ def _qubit_decay(p: Mapping[str, Any]) -> LindbladProblem:
     )
 
 
-_N = Field(int, 30, check=positive, doc="Fock-space truncation")
-_ALPHA0 = Field(list, [0.0, 0.0], check=_complex_pair, doc="initial coherent amplitude")
+class DampedCavity(Section):
+    """H = omega a^dag a, L = sqrt(gamma (n_thermal + 1)) a (and sqrt(gamma
+    n_thermal) a^dag), from the coherent state alpha0; exact <n>, <a>."""
 
-MODELS: dict[
-    str, tuple[dict[str, Field], Callable[[Mapping[str, Any]], LindbladProblem]]
-] = {
-    "damped_cavity": (
-        {
-            "N": _N,
-            "omega": Field(float, 1.0, doc="cavity frequency"),
-            "gamma": Field(float, 0.5, check=non_negative, doc="energy decay rate"),
-            "n_thermal": Field(float, 0.0, check=non_negative, doc="bath occupation"),
-            "alpha0": Field(
-                list,
-                [2.0, 0.0],
-                check=_complex_pair,
-                doc="initial coherent amplitude [re, im]",
-            ),
-        },
-        _damped_cavity,
-    ),
-    "kerr_oscillator": (
-        {
-            "N": Field(int, 50, check=positive, doc="Fock-space truncation"),
-            "detuning": Field(float, -0.1),
-            "kerr": Field(float, 0.5),
-            "drive": Field(float, 2.0),
-            "kappa": Field(float, 1.0, check=non_negative),
-            "alpha0": _ALPHA0,
-        },
-        _kerr_oscillator,
-    ),
-    "qubit_decay": (
-        {
-            "omega": Field(float, 1.0),
-            "gamma": Field(float, 0.5, check=non_negative),
-        },
-        _qubit_decay,
-    ),
+    kind: Literal["damped_cavity"]
+    N: PositiveInt = 30  # Fock-space truncation
+    omega: Float = 1.0
+    gamma: NonNegativeFloat = 0.5
+    n_thermal: NonNegativeFloat = 0.0
+    alpha0: ComplexPair = [2.0, 0.0]
+
+    def build(self) -> LindbladProblem:
+        return _damped_cavity(self.model_dump())
+
+
+class KerrOscillator(Section):
+    """H = detuning a^dag a + kerr/2 a^dag^2 a^2 + drive (a + a^dag),
+    L = sqrt(kappa) a, from the coherent state alpha0 (no closed form)."""
+
+    kind: Literal["kerr_oscillator"]
+    N: PositiveInt = 50  # Fock-space truncation
+    detuning: Float = -0.1
+    kerr: Float = 0.5
+    drive: Float = 2.0
+    kappa: NonNegativeFloat = 1.0
+    alpha0: ComplexPair = [0.0, 0.0]
+
+    def build(self) -> LindbladProblem:
+        return _kerr_oscillator(self.model_dump())
+
+
+class QubitDecay(Section):
+    """H = omega/2 sigma_z, L = sqrt(gamma) sigma_-, from |e>; exact."""
+
+    kind: Literal["qubit_decay"]
+    omega: Float = 1.0
+    gamma: NonNegativeFloat = 0.5
+
+    def build(self) -> LindbladProblem:
+        return _qubit_decay(self.model_dump())
+
+
+# model name -> its config section (which builds the problem)
+MODELS: dict[str, type[Section]] = {
+    "damped_cavity": DampedCavity,
+    "kerr_oscillator": KerrOscillator,
+    "qubit_decay": QubitDecay,
 }
 
 
 def build_model(kind: str, params: Mapping[str, Any]) -> LindbladProblem:
-    """Builds the named model from validated parameters."""
-    return MODELS[kind][1](params)
+    """Builds the named model from its parameters (checked by its section).
+
+    Examples:
+        >>> problem = build_model("qubit_decay", {"gamma": 1.0})
+        >>> float(problem.exact(np.array([0.0]))["p_excited"][0])
+        1.0
+    """
+    return validate_model({**params, "kind": kind}, MODELS[kind]).build()

@@ -54,17 +54,26 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from annotated_types import Ge, Le, Len
+from pydantic import Strict
 from tqdm import tqdm
 
+from qflow_jax.config import (
+    Float,
+    Int,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    settings_class,
+)
 from qflow_jax.core.result import SolveResult
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES, LogQNet
@@ -75,25 +84,7 @@ _SAMPLERS = ("box", "initial")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-def _positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-
-
-def _number(value: Any, name: str, *, positive: bool) -> None:
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        kind = "a positive" if positive else "a non-negative"
-        raise ValueError(f"`{name}` must be {kind} finite number, got {value!r}")
-
-
-def _choice(value: Any, name: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
-
-
-@dataclass(frozen=True)
+@settings_class
 class PINNSettings:
     """Settings of `train_pinn`.
 
@@ -130,89 +121,31 @@ class PINNSettings:
         0.003
     """
 
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    envelope: str = "isotropic"
-    t_end: float = 2.0
-    sampler: str = "box"
-    box_half_width: float = 5.0
-    box_center: tuple[float, ...] | None = None
-    initial_spread: float = 1.0
-    n_collocation: int = 512
-    n_initial: int = 512
-    n_norm: int = 1024
-    n_norm_times: int = 8
-    steps: int = 3000
-    learning_rate: float = 3e-3
-    schedule: str = "cosine"
-    weight_residual: float = 1.0
-    weight_initial: float = 1.0
-    weight_norm: float = 0.1
-    weighting: str = "q"
-    weight_floor: float = 0.05
-    causal_eps: float = 0.0
-    causal_bins: int = 16
-    log_floor: float = -40.0
-    log_every: int = 100
-    seed: int = 0
-
-    def __post_init__(self):
-        hidden = self.hidden
-        if isinstance(hidden, int | np.integer) or not isinstance(
-            hidden, Sequence | np.ndarray
-        ):
-            raise ValueError(
-                f"`hidden` must be a sequence of positive integers, got {hidden!r}"
-            )
-        hidden = tuple(hidden)
-        if not hidden or not all(
-            isinstance(h, int | np.integer) and not isinstance(h, bool) and h > 0
-            for h in hidden
-        ):
-            raise ValueError(
-                f"`hidden` must be a non-empty sequence of positive integers, "
-                f"got {self.hidden!r}"
-            )
-        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
-        _choice(self.activation, "activation", tuple(ACTIVATIONS))
-        _choice(self.envelope, "envelope", ENVELOPES)
-        _choice(self.sampler, "sampler", _SAMPLERS)
-        _choice(self.schedule, "schedule", _SCHEDULES)
-        _choice(self.weighting, "weighting", ("none", "q"))
-        if not 0 <= self.weight_floor <= 1:
-            raise ValueError(
-                f"`weight_floor` must be in [0, 1], got {self.weight_floor!r}"
-            )
-        for name in ("t_end", "box_half_width", "initial_spread", "learning_rate"):
-            _number(getattr(self, name), name, positive=True)
-        for name in ("weight_residual", "weight_initial", "weight_norm", "causal_eps"):
-            _number(getattr(self, name), name, positive=False)
-        for name in (
-            "n_collocation",
-            "n_initial",
-            "n_norm",
-            "n_norm_times",
-            "steps",
-            "causal_bins",
-            "log_every",
-        ):
-            _positive_int(getattr(self, name), name)
-        if not isinstance(self.log_floor, int | float) or not np.isfinite(
-            self.log_floor
-        ):
-            raise ValueError(
-                f"`log_floor` must be a finite number, got {self.log_floor!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}")
-        if self.box_center is not None:
-            center = np.asarray(self.box_center, dtype=float)
-            if center.ndim != 1 or not np.all(np.isfinite(center)):
-                raise ValueError(
-                    "`box_center` must be None or a sequence of finite floats, one "
-                    f"per coordinate, got {self.box_center!r}"
-                )
-            object.__setattr__(self, "box_center", tuple(float(c) for c in center))
+    hidden: Annotated[tuple[PositiveInt, ...], Len(1)] = (64, 64)
+    activation: Literal[tuple(ACTIVATIONS)] = "tanh"
+    envelope: Literal[ENVELOPES] = "isotropic"
+    t_end: PositiveFloat = 2.0
+    sampler: Literal[_SAMPLERS] = "box"
+    box_half_width: PositiveFloat = 5.0
+    box_center: tuple[Float, ...] | None = None
+    initial_spread: PositiveFloat = 1.0
+    n_collocation: PositiveInt = 512
+    n_initial: PositiveInt = 512
+    n_norm: PositiveInt = 1024
+    n_norm_times: PositiveInt = 8
+    steps: PositiveInt = 3000
+    learning_rate: PositiveFloat = 3e-3
+    schedule: Literal[_SCHEDULES] = "cosine"
+    weight_residual: NonNegativeFloat = 1.0
+    weight_initial: NonNegativeFloat = 1.0
+    weight_norm: NonNegativeFloat = 0.1
+    weighting: Literal["none", "q"] = "q"
+    weight_floor: Annotated[float, Strict(), Ge(0), Le(1)] = 0.05
+    causal_eps: NonNegativeFloat = 0.0
+    causal_bins: PositiveInt = 16
+    log_floor: Float = -40.0
+    log_every: PositiveInt = 100
+    seed: Int = 0
 
     def center(self, dim: int) -> np.ndarray:
         """(dim,) centre of the box."""

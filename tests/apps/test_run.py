@@ -59,7 +59,7 @@ def tiny(**over):
         ({"jump_ops": ["a(0) +"]}, "model.jump_ops[0]", "not a valid expression"),
         ({"jump_ops": ["a(0)", "gamma"]}, "model.jump_ops[1]", "`gamma`"),
         ({"constants": {"a": 1.0}}, "model.constants", "reserved"),
-        ({"constants": {"U": "big"}}, "model.constants", "real numbers"),
+        ({"constants": {"U": "big"}}, "model.constants.U", "must be a number"),
     ],
 )
 def test_bad_expressions_name_the_key_and_the_token(model, key, token):
@@ -71,9 +71,9 @@ def test_bad_expressions_name_the_key_and_the_token(model, key, token):
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"model": {"omega": 1.0}}, "`model.omega` belongs to model kind"),
+        ({"model": {"omega": 1.0}}, "unknown key `model.omega`; allowed"),
         ({"initial": {"kind": "fock", "n": [1], "alpha": [[1, 0]]}}, "initial.alpha"),
-        ({"initial": {"kind": "fock"}}, "missing `initial.n`"),
+        ({"initial": {"kind": "fock"}}, "missing required key `initial.n`"),
         ({"initial": {"kind": "thermal", "nth": [1, 2]}}, "`initial.nth` has 2"),
         ({"model": {"modes": 2}, "initial": {"kind": "cat"}}, "one mode"),
         ({"reference": {"cutoff": 60}, "model": {"modes": 2}}, "at most"),

@@ -136,13 +136,13 @@ def test_shipped_configs_run(name, tmp_path):
     ("text", "message"),
     [
         ("model: {kind: damped_cavity, bogus: 1}", "unknown key `model.bogus`"),
-        ("model: {kind: damped_cavity, N: ten}", "`model.N` must be int"),
+        ("model: {kind: damped_cavity, N: ten}", "`model.N` must be an integer"),
         ("model: {kind: nope}", "`model.kind` must be one of"),
         ("model: {kind: qubit_decay}\nsolver: {method: rk4}", "`solver.method`"),
         ("model: {kind: qubit_decay}\ntimes: {t_end: -1}", "`times.t_end` must be > 0"),
         ("model: {kind: qubit_decay}\nextra: 1", "unknown key `extra`"),
         ("model: {kind: damped_cavity, alpha0: 2}", "`model.alpha0`"),
-        ("name: x", "missing `model.kind`"),
+        ("name: x", "missing required key `model`"),
         ("[1, 2", "not valid YAML"),
     ],
 )

@@ -147,7 +147,7 @@ def test_network_decays_for_any_parameters(envelope, activation):
     ],
 )
 def test_bad_settings_name_the_argument(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+    with pytest.raises(ValueError, match=rf"`{name}[`\[]"):  # `hidden` or `hidden[1]`
         PINNSettings(**kwargs)
 
 

@@ -213,7 +213,7 @@ CASES = {
     "EulerKLSettings: zero learning rate": (
         lambda: qf.EulerKLSettings(learning_rate=0.0),
         ValueError,
-        r"`learning_rate` must be finite and > 0",
+        r"`learning_rate` must be > 0.0, got 0.0",
     ),
     "solve_grid: unknown scheme": (
         lambda: _grid(scheme="fem"),

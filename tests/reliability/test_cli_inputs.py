@@ -43,7 +43,7 @@ CASES = {
     "run: NaN initial alpha": (
         ["run", "{cfg}"],
         run_cfg(initial={"kind": "coherent", "alpha": [[float("nan"), 0.0]]}),
-        "`initial.alpha` must be finite",
+        "`initial.alpha[0][0]` must be finite",
     ),
     "run: NaN omega": (
         ["run", "{cfg}"],
@@ -55,7 +55,11 @@ CASES = {
         run_cfg(model={"kind": "damped_modes", "modes": 1, "gamma": -1.0}),
         "`model.gamma` must be > 0",
     ),
-    "run: float seed": (["run", "{cfg}"], run_cfg(seed=1.5), "`seed` must be int"),
+    "run: float seed": (
+        ["run", "{cfg}"],
+        run_cfg(seed=1.5),
+        "`seed` must be an integer, got float 1.5",
+    ),
     "run: unknown method": (
         ["run", "{cfg}"],
         run_cfg(method="sgd"),
@@ -170,7 +174,7 @@ CASES = {
     "lindblad: NaN alpha0": (
         ["lindblad", "{cfg}"],
         "model: {kind: damped_cavity, alpha0: [.nan, 0]}\n",
-        "`model.alpha0` must be finite",
+        "`model.alpha0[0]` must be finite",
     ),
     "lindblad: infinite t_end": (
         ["lindblad", "{cfg}"],
@@ -200,7 +204,7 @@ CASES = {
     "lindblad: string N": (
         ["lindblad", "{cfg}"],
         "model: {kind: damped_cavity, N: ten}\n",
-        "`model.N` must be int",
+        "`model.N` must be an integer",
     ),
     # qflow blended
     "blended: float qubit indices": (
@@ -216,12 +220,12 @@ CASES = {
     "blended: NaN coupling strength": (
         ["blended", "{cfg}"],
         NET3 + "couplings: [[0, 1, ZZ, .nan]]}\n",
-        "`network.couplings` must be finite",
+        "`network.couplings[0][3]` must be finite",
     ),
     "blended: NaN local field": (
         ["blended", "{cfg}"],
         NET3 + "fields: [[.nan, 0, 1], [0, 0, 1], [0, 0, 1]]}\n",
-        "`network.fields` must be finite",
+        "`network.fields[0][0]` must be finite",
     ),
     "blended: unknown graph": (
         ["blended", "{cfg}"],
@@ -343,7 +347,7 @@ def _checkpoint(folder, config, layers=None, **change):
     flow_cfg = cfg if layers is None else {**cfg, "flow": {**cfg["flow"]}}
     if layers is not None:
         flow_cfg["flow"]["layers"] = layers
-    flow = app._flow(flow_cfg, app._initial_state(cfg["initial"]))
+    flow = app._flow(flow_cfg, app._initial(cfg))
     params = flow.init(jax.random.key(0), np.zeros((1, flow.dim)))
     g = cfg["metrics"]["grid_points"]
     ckpts = Checkpoints(folder / "checkpoints")

@@ -1,4 +1,5 @@
-"""run_blended from configs, the config schema, and the Dicke-type operators."""
+"""`qflow blended` (`run_blended`) from configs, its config schema, and the
+Dicke-type operators it builds."""
 
 import math
 
@@ -6,13 +7,14 @@ import numpy as np
 import pytest
 import qutip
 
-from qflow_jax.config import ConfigError, load_yaml, validate
-from qflow_jax.network import BLENDED_SCHEMA, QubitNetwork, dicke_operators, run_blended
+from qflow_jax.apps.blended import run_blended, validate_blended_config
+from qflow_jax.config import ConfigError, load_yaml
+from qflow_jax.network import QubitNetwork, dicke_operators
 
 
 def test_shipped_configs_validate():
     for name in ("path3", "ring8", "dicke"):
-        cfg = validate(load_yaml(f"configs/network_{name}.yaml"), BLENDED_SCHEMA)
+        cfg = validate_blended_config(load_yaml(f"configs/network_{name}.yaml"))
         assert cfg["network"]["n"] in (3, 8)
 
 
