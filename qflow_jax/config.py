@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Strict, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic import Field as _PField
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
@@ -193,7 +201,7 @@ def describe(err: ValidationError, model: Any = None, prefix: str = "") -> str:
         return f"{where} must hold {which} {n} entries, got {value!r}"
     if kind == "value_error":
         msg = str(ctx.get("error", e["msg"]))
-        return msg if "`" in msg or not key else f"{where}: {msg}"
+        return msg if not key or f"`{key}" in msg else f"{where}: {msg}"
     if kind.endswith(("_type", "_parsing")):
         name = kind.removesuffix("_type").removesuffix("_parsing")
         wanted = _TYPES.get(name, name)
@@ -201,9 +209,10 @@ def describe(err: ValidationError, model: Any = None, prefix: str = "") -> str:
     return f"{where}: {e['msg']}, got {value!r}"
 
 
-def validate_model(data: Any, model: type[BaseModel]) -> BaseModel:
-    """`model` validated from `data` (a mapping; None for all defaults); a
-    `ConfigError` of one line for the first problem (`describe`)."""
+def validate_model(data: Any, model: Any) -> Any:
+    """`model` (a `Section`, or a union of them from `kinds`) validated from `data`
+    (a mapping; None for all defaults); a `ConfigError` of one line for the first
+    problem (`describe`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -211,7 +220,9 @@ def validate_model(data: Any, model: type[BaseModel]) -> BaseModel:
             f"the configuration must be a mapping, got {type(data).__name__}"
         )
     try:
-        return model.model_validate(data)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(data)
+        return TypeAdapter(model).validate_python(data)
     except ValidationError as err:
         raise ConfigError(describe(err, model)) from None
 

@@ -113,3 +113,14 @@ def test_cat_samples_follow_q_with_its_fringes(sign):
     mixture = np.exp(-4.0) * (1 - np.exp(-(r**2)))  # the same without interference
     assert abs(expected - mixture) > 0.5 * mixture
     assert abs(inside - expected) < 4 * np.sqrt(expected / n)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [CoherentState([1.0 + 0.5j]), FockState([1]), ThermalState([0.5]), CatState([1.0])],
+)
+def test_initial_states_run_inside_traced_functions(state):
+    y = np.array([[0.3, -0.4], [1.2, 0.5]])
+    np.testing.assert_allclose(jax.jit(state.log_q)(y), state.log_q(y), rtol=1e-12)
+    x = jax.jit(state.sample, static_argnums=1)(jax.random.key(0), 8)
+    assert x.shape == (8, 2) and np.all(np.isfinite(np.asarray(x)))

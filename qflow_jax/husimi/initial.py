@@ -105,7 +105,8 @@ class CoherentState(InitialState):
         return len(self.alpha)
 
     def mean(self) -> np.ndarray:
-        return np.asarray(alpha_to_real(self.alpha))
+        # NumPy (not alpha_to_real): log_q and sample run inside traced functions
+        return np.stack([self.alpha.real, self.alpha.imag], -1).reshape(-1)
 
     def scale(self) -> float:
         return math.sqrt(0.5)

@@ -117,7 +117,7 @@ def _grid_solver(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
             f"estimated memory {need / 2**30:.3g} GiB for {points}^{dim} = "
             f"{grid.n_points:.3g} points > budget {budget / 2**30:.3g} GiB"
         )
-    logq0 = setup.initial.logq()
+    logq0 = setup.initial.log_q
     began = time.perf_counter()
     sol = solve_grid(
         problem.pde,
@@ -199,7 +199,7 @@ def _interpolate(values: Any, axes: list[np.ndarray], y: Any) -> jax.Array:
 
 def _pinn(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
     problem, tsave = setup.problem, setup.tsave
-    dim, N = problem.pde.dim, problem.N
+    dim, N = problem.pde.dim, problem.n_modes
     st = dict(spec["settings"])
     n_grid = st.pop("n_grid", 256)
     n_samples = st.pop("n_samples", 200_000)
@@ -212,7 +212,7 @@ def _pinn(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
         problem.pde,
         settings=settings,
         key=jax.random.key(seed),
-        logQ0=setup.initial.logq(),
+        logQ0=setup.initial.log_q,
     )
     method_s = float(sol.history["train_wall_s"])
     obs = sol.observables(
@@ -262,7 +262,7 @@ def _exact(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
         "method_s": float(info.get("solve_s", spec["setup_s"])),
         "metrics": {},
         "n": setup.problem.n_ref,
-        "details": {"reference": setup.problem.reference, **info},
+        "details": {"reference": setup.problem.description, **info},
     }
 
 

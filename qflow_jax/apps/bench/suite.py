@@ -42,11 +42,29 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from annotated_types import Ge, Len, MultipleOf
+from pydantic import ConfigDict, Strict, StrictBool, model_validator
 
-from qflow_jax.config import ConfigError, load_yaml
+from qflow_jax.apps.run import FlowConfig, TimesConfig, validate_qflow_config
+from qflow_jax.config import (
+    ComplexPair,
+    ConfigError,
+    Float,
+    Int,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    kinds,
+    load_yaml,
+    validate_model,
+)
+from qflow_jax.evolution.euler_kl import EulerKLSettings
+from qflow_jax.evolution.pretrain import PretrainSettings
+from qflow_jax.evolution.tdvp import TDVPSettings
+from qflow_jax.pinn.train import PINNSettings
 from qflow_jax.plots import plot_suite
 from qflow_jax.runs import (
     ResumeError,
@@ -59,29 +77,146 @@ from qflow_jax.runs import (
 
 __all__ = ["load_suite", "run_suite"]
 
-SUITE_KINDS = ("methods", "engines")
-_TOP_KEYS = {
-    "suite",
-    "kind",
-    "title",
-    "sizes",
-    "problem",
-    "budgets",
-    "methods",
-    "scripts",
-    "quick",
-}
-_GRID_KEYS = {"spacing", "half_width", "rtol", "atol", "stabilize"}
-_FLOW_KEYS = {"flow", "settings", "pretrain"}
-_PINN_EXTRA = {"n_grid", "n_samples"}
-_COMMON_KEYS = {"kind", "compare_to"}
-_ALLOWED_KEYS = {
-    "exact": _COMMON_KEYS,
-    "tdvp": _COMMON_KEYS | _FLOW_KEYS,
-    "euler-kl": _COMMON_KEYS | _FLOW_KEYS,
-    "fd": _COMMON_KEYS | _GRID_KEYS,
-    "spectral": _COMMON_KEYS | _GRID_KEYS,
-}
+EvenDimension = Annotated[int, Strict(), Ge(2), MultipleOf(2)]  # 2 per mode
+
+
+class Budgets(Section):
+    """Per method and size: wall time and memory (grid solvers' estimate); the
+    process may take `overhead_s` more (start-up, metrics)."""
+
+    time_s: PositiveFloat = 600.0
+    memory_gib: PositiveFloat = 4.0
+    overhead_s: PositiveFloat = 120.0
+
+
+class _Method(Section):
+    compare_to: str | None = None  # another method: max |<n_j> - <n_j>_other|
+
+
+class ExactMethod(_Method):
+    kind: Literal["exact"]
+
+
+class TDVPMethod(_Method):
+    kind: Literal["tdvp"]
+    flow: FlowConfig = FlowConfig()
+    settings: TDVPSettings = TDVPSettings()
+    pretrain: PretrainSettings | None = None
+
+
+class EulerKLMethod(_Method):
+    kind: Literal["euler-kl"]
+    flow: FlowConfig = FlowConfig()
+    settings: EulerKLSettings = EulerKLSettings()
+    pretrain: PretrainSettings | None = None
+
+
+class FDMethod(_Method):
+    """A grid solver: `spacing` between points, on [-half_width, half_width]^d
+    (default from the reference: sqrt(max <n>) + 4.5)."""
+
+    kind: Literal["fd"]
+    spacing: PositiveFloat = 0.35
+    half_width: PositiveFloat | None = None
+    rtol: PositiveFloat = 1e-6
+    atol: PositiveFloat = 1e-9
+    stabilize: StrictBool = False
+
+
+class SpectralMethod(FDMethod):
+    kind: Literal["spectral"]
+
+
+class PINNMethod(_Method):
+    """`n_grid`, `n_samples` of the quadrature, and any `PINNSettings` key but
+    `t_end` and `seed` (the problem's)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["pinn"]
+    n_grid: PositiveInt = 256
+    n_samples: PositiveInt = 200_000
+
+    @model_validator(mode="after")
+    def _settings(self) -> PINNMethod:
+        extra = dict(self.model_extra or {})
+        for key in ("t_end", "seed"):
+            if key in extra:
+                raise ValueError(f"`{key}` of a PINN is the problem's; remove it")
+        PINNSettings(**extra)  # a ConfigError naming the key
+        return self
+
+
+METHODS = kinds(
+    ExactMethod, TDVPMethod, EulerKLMethod, FDMethod, SpectralMethod, PINNMethod
+)
+
+
+class DampedModesProblem(Section):
+    kind: Literal["damped_modes"]
+    omega: Float = 1.0
+    gamma: PositiveFloat = 1.0
+    hopping: Float = 0.0
+
+
+class BoseHubbardProblem(Section):
+    kind: Literal["bose_hubbard"]
+    U: Float
+    J: Float
+    gamma: PositiveFloat
+
+
+class ProblemInitial(Section):
+    alpha: ComplexPair  # the same coherent amplitude in every mode
+
+
+class ProblemConfig(Section):
+    """The problem family at every size (`problem_config`)."""
+
+    model: kinds(DampedModesProblem, BoseHubbardProblem)
+    initial: ProblemInitial
+    times: TimesConfig = TimesConfig()
+    eval_samples: PositiveInt = 400_000
+    seed: Int = 0
+    reference_cutoff: dict[int, PositiveInt] = {}  # Fock levels per size
+
+
+class MethodsSuite(Section):
+    """Methods against a reference across sizes (real dimensions 2N)."""
+
+    kind: Literal["methods"] = "methods"
+    suite: str
+    title: str = ""
+    quick: StrictBool = False
+    sizes: Annotated[list[EvenDimension], Len(1)]
+    problem: ProblemConfig
+    budgets: Budgets = Budgets()
+    methods: Annotated[dict[str, METHODS], Len(1)]
+
+    @model_validator(mode="after")
+    def _compared(self) -> MethodsSuite:
+        for name, method in self.methods.items():
+            if method.compare_to is not None and method.compare_to not in self.methods:
+                raise ValueError(
+                    f"`methods.{name}.compare_to` must name another method, got "
+                    f"{method.compare_to!r}"
+                )
+        return self
+
+
+class EnginesSuite(Section):
+    """The Lindblad engines' benchmark scripts, run with their peers."""
+
+    kind: Literal["engines"]
+    suite: str
+    title: str = ""
+    quick: StrictBool = False
+    budgets: Budgets = Budgets()
+    scripts: Annotated[list[str], Len(1)]
+
+
+SuiteConfig = kinds(MethodsSuite, EnginesSuite, default="methods")
+
+
 # table columns: (row key or metric, header, format)
 _COLUMNS = (
     ("method_s", "time (s)", "{:.3g}"),
@@ -147,128 +282,49 @@ def load_suite(
     sizes: list[int] | None = None,
     methods: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Reads and checks a suite config; applies its `quick` overrides and the
-    command-line budgets, sizes and methods (all checked against the config)."""
+    """Reads a suite config, applies its `quick` overrides and the command-line
+    budgets, and checks it against `SuiteConfig`; then selects `sizes` and
+    `methods` (which must be the suite's)."""
     path = _resolve(suite)
-    cfg = load_yaml(path)
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a suite config must be a mapping")
-    unknown = set(cfg) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}"
-        )
+    raw = load_yaml(path)
+    overrides = raw.pop("quick", None) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: `quick` must be a mapping of overrides")
     if quick:
-        cfg = _merge(cfg, cfg.get("quick") or {})
-    cfg.pop("quick", None)
-    cfg.setdefault("suite", path.stem)
-    cfg.setdefault("kind", "methods")
-    cfg["quick"] = quick
-    if cfg["kind"] not in SUITE_KINDS:
-        raise ConfigError(f"`kind` must be one of {SUITE_KINDS}, got {cfg['kind']!r}")
-    budgets = {
-        "time_s": 600.0,
-        "memory_gib": 4.0,
-        "overhead_s": 120.0,
-        **(cfg.get("budgets") or {}),
-    }
+        raw = _merge(raw, overrides)
+    raw = {"suite": path.stem, **raw, "quick": quick}
+    budgets = dict(raw.get("budgets") or {})
     if time_budget is not None:
         budgets["time_s"] = time_budget
     if memory_budget_gib is not None:
         budgets["memory_gib"] = memory_budget_gib
-    for key in ("time_s", "memory_gib", "overhead_s"):
-        v = budgets[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            raise ConfigError(f"`budgets.{key}` must be a positive number, got {v!r}")
-    cfg["budgets"] = budgets
-    if cfg["kind"] == "engines":
-        scripts = cfg.get("scripts")
-        if not isinstance(scripts, list) or not all(
-            isinstance(s, str) for s in scripts
-        ):
-            raise ConfigError("`scripts` must be a list of benchmark script paths")
-        return cfg
-    _check_sizes(cfg, sizes)
-    _check_methods(cfg, methods)
-    return cfg
-
-
-def _check_sizes(cfg: dict[str, Any], sizes: list[int] | None) -> None:
-    have = cfg.get("sizes")
-    if not (
-        isinstance(have, list)
-        and have
-        and all(isinstance(d, int) and d >= 2 and d % 2 == 0 for d in have)
-    ):
-        raise ConfigError(
-            f"`sizes` must be a list of even real dimensions >= 2 (2 per mode), "
-            f"got {have!r}"
-        )
-    if sizes is not None:
-        bad = [d for d in sizes if d not in have]
-        if bad:
-            raise ConfigError(f"`--sizes` {bad} not in the suite's sizes {have}")
-        cfg["sizes"] = list(sizes)
-
-
-def _check_methods(cfg: dict[str, Any], chosen: list[str] | None) -> None:
-    from qflow_jax.apps.bench.methods import METHOD_KINDS
-
-    methods = cfg.get("methods")
-    if not isinstance(methods, dict) or not methods:
-        raise ConfigError("`methods` must map method names to their settings")
-    for name, st in methods.items():
-        if not isinstance(st, dict) or st.get("kind") not in METHOD_KINDS:
-            raise ConfigError(
-                f"`methods.{name}.kind` must be one of {METHOD_KINDS}, got "
-                f"{(st or {}).get('kind')!r}"
-            )
-        # PINN settings are checked by PINNSettings itself (_check_method_settings)
-        allowed = _ALLOWED_KEYS.get(st["kind"])
-        if allowed is not None and set(st) - allowed:
-            raise ConfigError(
-                f"`methods.{name}`: unknown key(s) {sorted(set(st) - allowed)}; "
-                f"allowed for kind {st['kind']!r}: {sorted(allowed)}"
-            )
-        if "compare_to" in st and st["compare_to"] not in methods:
-            raise ConfigError(
-                f"`methods.{name}.compare_to` must name another method, got "
-                f"{st['compare_to']!r}"
-            )
-        _check_method_settings(name, st, cfg)
-    if chosen is not None:
-        bad = [m for m in chosen if m not in methods]
-        if bad:
-            raise ConfigError(f"`--methods` {bad} not in the suite: {list(methods)}")
-        cfg["methods"] = {m: methods[m] for m in chosen}
-
-
-def _check_method_settings(name: str, st: dict[str, Any], cfg: dict) -> None:
-    """Builds what the method would build from its settings, so that a typo fails
-    here with the method's name and not inside a worker process later."""
-    from qflow_jax.apps.run import validate_qflow_config
-    from qflow_jax.pinn.train import PINNSettings
-
-    kind = st["kind"]
+    raw["budgets"] = budgets
     try:
-        if kind in ("tdvp", "euler-kl"):
-            section = "tdvp" if kind == "tdvp" else "euler_kl"
-            validate_qflow_config(
-                {
-                    **problem_config(cfg, cfg["sizes"][0]),
-                    "method": kind,
-                    "flow": st.get("flow", {}),
-                    section: st.get("settings", {}),
-                    **({"pretrain": st["pretrain"]} if "pretrain" in st else {}),
-                }
+        cfg = validate_model(raw, SuiteConfig).model_dump(exclude_none=True)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if cfg["kind"] == "engines":
+        return cfg
+    if sizes is not None:
+        bad = [d for d in sizes if d not in cfg["sizes"]]
+        if bad:
+            raise ConfigError(
+                f"`--sizes` {bad} not in the suite's sizes {cfg['sizes']}"
             )
-        elif kind == "pinn":
-            keys = {k: v for k, v in st.items() if k not in _COMMON_KEYS | _PINN_EXTRA}
-            if "hidden" in keys:
-                keys["hidden"] = tuple(keys["hidden"])
-            PINNSettings(**keys)
-    except (ConfigError, TypeError, ValueError) as err:
-        raise ConfigError(f"`methods.{name}`: {err}") from err
+        cfg["sizes"] = list(sizes)
+    if methods is not None:
+        bad = [m for m in methods if m not in cfg["methods"]]
+        if bad:
+            raise ConfigError(
+                f"`--methods` {bad} not in the suite: {list(cfg['methods'])}"
+            )
+        cfg["methods"] = {m: cfg["methods"][m] for m in methods}
+    for dim in cfg["sizes"]:  # the problem at every size is a valid qflow run
+        try:
+            validate_qflow_config(problem_config(cfg, dim))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: `problem` at size {dim}: {err}") from None
+    return cfg
 
 
 def problem_config(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
@@ -295,7 +351,7 @@ def problem_config(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
         out["eval_samples"] = prob["eval_samples"]
     if kind == "damped_modes":
         out["model"] = {"kind": "damped_modes", "modes": N, **model}
-    elif kind == "bose_hubbard":
+    else:  # bose_hubbard
         hop = " + ".join(
             f"J * (adag({j}) @ a({j + 1}) + adag({j + 1}) @ a({j}))"
             for j in range(N - 1)
@@ -311,11 +367,6 @@ def problem_config(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
         cutoffs = prob.get("reference_cutoff") or {}
         if dim in cutoffs:
             out["reference"] = {"cutoff": cutoffs[dim]}
-    else:
-        raise ConfigError(
-            f"`problem.model.kind` must be 'damped_modes' or 'bose_hubbard', "
-            f"got {kind!r}"
-        )
     return out
 
 
@@ -383,7 +434,7 @@ def _method_row(
             "reason": f"estimated: already over the time budget of {budget:g} s at "
             f"dimension {over_at[name]}, and its cost grows with the dimension",
         }
-    settings = {k: v for k, v in st.items() if k not in _COMMON_KEYS}
+    settings = {k: v for k, v in st.items() if k not in ("kind", "compare_to")}
     spec = {
         "kind": st["kind"],
         "qflow": problem_config(cfg, dim),
