@@ -1,4 +1,5 @@
-"""Shared test set-up: float64 everywhere, fixed random keys."""
+"""Shared test set-up: float64 everywhere, fixed random keys, and the one run of
+the README's main job that every test of its results shares."""
 
 import os
 
@@ -15,3 +16,14 @@ os.environ["QFLOW_JAX_COMPILE_CACHE"] = "off"
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The README's main job, `qflow run` on its built-in problem, run once for the
+    whole session (its results, its resumption after kill -9, its checkpoints)."""
+    from qflow_jax.cli import main
+
+    out = tmp_path_factory.mktemp("default_run")
+    assert main(["run", "--out", str(out)]) == 0
+    return out

@@ -25,14 +25,6 @@ def assert_run_format(summary: dict, command: str) -> None:
     assert (summary["command"], summary["status"]) == (command, "ok")
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """The README's main job, `qflow run` on its built-in problem: run once here."""
-    out = tmp_path_factory.mktemp("default_run")
-    assert main(["run", "--out", str(out)]) == 0
-    return out
-
-
 @pytest.mark.e2e
 def test_default_run_is_qflow_on_the_damped_oscillator(default_run):
     summary = json.loads((default_run / "summary.json").read_text())
@@ -235,7 +227,9 @@ def test_distributed_flags_must_come_together(capsys):
     assert "must be given together" in capsys.readouterr().err
 
 
-def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+def test_compilation_cache_folder_follows_the_environment(
+    monkeypatch, tmp_path, capsys
+):
     from qflow_jax.runs import compilation_cache_dir
 
     monkeypatch.setenv("QFLOW_JAX_COMPILE_CACHE", "off")
@@ -246,10 +240,8 @@ def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilation_cache_dir() == tmp_path / "qflow_jax" / "jax"
     # --no-compile-cache is accepted by every solving command
-    from qflow_jax.cli import _parser
-
-    args = _parser().parse_args(["lindblad", "x.yaml", "--no-compile-cache"])
-    assert args.no_compile_cache
+    assert main(["lindblad", str(tmp_path / "x.yaml"), "--no-compile-cache"]) == 2
+    assert "config file not found" in capsys.readouterr().err
 
 
 def test_version_and_help_do_not_import_jax():

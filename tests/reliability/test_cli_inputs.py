@@ -7,10 +7,9 @@ one written by another config, seed or version is refused with exit code 2.
 
 import io
 import json
+import shutil
 from contextlib import redirect_stderr, redirect_stdout
 
-import jax
-import numpy as np
 import pytest
 import yaml
 
@@ -336,82 +335,55 @@ def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
 # ------------------------------------------------------------ checkpoints: resume
 
 
-def _checkpoint(folder, config, layers=None, **change):
-    """The checkpoint `qflow run` writes after its first interval (for a flow of
-    `layers` layers if given), then with the fields of its meta in `change` replaced
-    (None: removed). Returns the step's folder."""
-    from qflow_jax.apps import run as app
-    from qflow_jax.checkpoints import Checkpoints
-
-    cfg = app.validate_qflow_config(yaml.safe_load(config.read_text()))
-    flow_cfg = cfg if layers is None else {**cfg, "flow": {**cfg["flow"]}}
-    if layers is not None:
-        flow_cfg["flow"]["layers"] = layers
-    flow = app._flow(flow_cfg, app._initial(cfg))
-    params = flow.init(jax.random.key(0), np.zeros((1, flow.dim)))
-    g = cfg["metrics"]["grid_points"]
-    ckpts = Checkpoints(folder / "checkpoints")
-    app._save_checkpoint(ckpts, 1, params, {"records": []}, [np.zeros((g, g))], cfg)
-    meta_file = folder / "checkpoints" / "1" / "meta" / "metadata"
-    meta = json.loads(meta_file.read_text())
-    for key, value in change.items():
-        if value is None:
-            meta.pop(key)
-        else:
-            meta[key] = value
-    meta_file.write_text(json.dumps(meta))
-    return folder / "checkpoints" / "1"
-
-
-def _fingerprint(config, **patch):
-    from qflow_jax.apps.run import _NOT_FINGERPRINTED, validate_qflow_config
-    from qflow_jax.runs import fingerprint
-
-    cfg = validate_qflow_config(yaml.safe_load(config.read_text()))
-    return fingerprint(cfg, _NOT_FINGERPRINTED) | patch
+def _meta(step) -> tuple:
+    path = step / "meta" / "metadata"
+    return path, json.loads(path.read_text())
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("truncated", "checkpoints (step 1) is damaged ("),
-        ("garbled meta", "checkpoints (step 1) is damaged (JSONDecodeError"),
+        ("truncated", "checkpoints (step 10) is damaged ("),
+        ("garbled meta", "checkpoints (step 10) is damaged (JSONDecodeError"),
         ("no fingerprint", "carries no run fingerprint"),
         ("other version", "qflow_jax is '0.0.1' there, '"),
         ("other gamma", "config.model.gamma is 1.0 there, 0.5 now"),
         ("other seed", "config.seed is 0 there, 7 now"),
-        ("other flow", "holds other arrays than this run"),
         ("not a folder", "is not a checkpoints folder"),
     ],
 )
-def test_resume_refuses_damaged_and_foreign_checkpoints(tmp_path, damage, message):
-    config = tmp_path / "run.yaml"
-    config.write_text(run_cfg())
+def test_resume_refuses_damaged_and_foreign_checkpoints(
+    default_run, tmp_path, damage, message
+):
+    """The checkpoints of the session's default run (conftest), copied, damaged
+    or resumed with another config."""
+    from qflow_jax.apps.run import DEFAULT_QFLOW_CONFIG
+
     out = tmp_path / "out"
+    shutil.copytree(default_run, out)
+    config = tmp_path / "run.yaml"
+    other = json.loads(json.dumps(DEFAULT_QFLOW_CONFIG))
+    step = out / "checkpoints" / "10"  # the last step
+    meta_file, meta = _meta(step)
     if damage == "truncated":
-        step = _checkpoint(out, config)
         data = max(step.rglob("d/*"), key=lambda p: p.stat().st_size)
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     elif damage == "garbled meta":
-        step = _checkpoint(out, config)
-        (step / "meta" / "metadata").write_text('{"fingerprint": ')
+        meta_file.write_text('{"fingerprint": ')
     elif damage == "no fingerprint":
-        _checkpoint(out, config, fingerprint=None)
+        meta.pop("fingerprint")
     elif damage == "other version":
-        _checkpoint(out, config, fingerprint=_fingerprint(config, qflow_jax="0.0.1"))
-    elif damage == "other flow":
-        _checkpoint(out, config, layers=3)
-    elif damage == "not a folder":
-        out.mkdir()
-        (out / "checkpoints").write_text("not a folder")
+        meta["fingerprint"]["qflow_jax"] = "0.0.1"
+    elif damage == "other gamma":
+        other["model"]["gamma"] = 0.5
+    elif damage == "other seed":
+        other["seed"] = 7
     else:
-        _checkpoint(out, config)
-        other = yaml.safe_load(run_cfg())
-        if damage == "other gamma":
-            other["model"]["gamma"] = 0.5
-        else:
-            other["seed"] = 7
-        config.write_text(yaml.safe_dump(other))
+        shutil.rmtree(out / "checkpoints")
+        (out / "checkpoints").write_text("not a folder")
+    if damage in ("no fingerprint", "other version"):
+        meta_file.write_text(json.dumps(meta))
+    config.write_text(yaml.safe_dump(other))
     assert_refused(["run", str(config), "--out", str(out), "--resume"], message)
 
 
@@ -422,11 +394,17 @@ def test_bench_resume_refuses_damaged_and_foreign_results(tmp_path):
     args = ["bench", "dims", "--quick", "--out", str(out), "--resume"]
     results.write_text('{"rows": [')
     assert_refused(args, "results.json is damaged (JSONDecodeError")
-    from qflow_jax.apps.bench.suite import _fingerprint as bench_fingerprint
-    from qflow_jax.apps.bench.suite import load_suite
-
-    cfg = load_suite("dims", True, None, None, None, None)
-    fp = bench_fingerprint(cfg, cfg["methods"])
-    fp["config"]["problem"]["seed"] = 5
-    results.write_text(json.dumps({"rows": [], "fingerprint": fp}))
-    assert_refused(args, "config.problem.seed is 5 there, 0 now")
+    # a finished run of a one-method suite, resumed with another problem seed
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "sizes: [2]\n"
+        "problem: {model: {kind: damped_modes}, initial: {alpha: [1.0, 0.0]},\n"
+        "          times: {t_end: 0.2, n_save: 2}}\n"
+        "methods: {exact: {kind: exact}}\n"
+    )
+    args = ["bench", str(suite), "--out", str(out)]
+    code, err = qflow(args)
+    assert code == 0, err
+    text = suite.read_text().replace("n_save: 2}", "n_save: 2}, seed: 5")
+    suite.write_text(text)
+    assert_refused([*args, "--resume"], "config.problem.seed is 0 there, 5 now")
