@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from qflow_jax.apps.bench.suite import _add_comparisons, load_suite, problem_config
+from qflow_jax.apps.bench.suite import add_comparisons, load_suite, problem_config
 from qflow_jax.apps.run import setup_qflow
 from qflow_jax.cli import main
 
@@ -178,7 +178,7 @@ def test_refinement_comparison_is_the_largest_difference_of_n():
         {"dim": 2, "method": "a", "n": [[1.0], [0.5]], "metrics": {}},
         {"dim": 2, "method": "b", "n": [[1.0], [0.45]], "metrics": {}},
     ]
-    _add_comparisons(rows, cfg)
+    add_comparisons(rows, cfg)
     assert rows[0]["metrics"]["max_abs_diff_n_vs_b"] == pytest.approx(0.05)
     assert "max_abs_diff_n_vs_a" not in rows[1]["metrics"]
 

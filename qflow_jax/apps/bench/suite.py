@@ -75,7 +75,7 @@ from qflow_jax.runs import (
     versions,
 )
 
-__all__ = ["load_suite", "run_suite"]
+__all__ = ["add_comparisons", "load_suite", "problem_config", "run_suite"]
 
 EvenDimension = Annotated[int, Strict(), Ge(2), MultipleOf(2)]  # 2 per mode
 
@@ -459,7 +459,7 @@ def _method_row(
     return row
 
 
-def _add_comparisons(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+def add_comparisons(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     """`compare_to`: max |<n_j> - <n_j>_other| against another method (e.g. a
     refinement of itself: smaller dt, more samples) at the same size."""
     by_key = {(r["dim"], r["method"]): r for r in rows}
@@ -525,7 +525,7 @@ def run_suite(
         _run_methods(cfg, run, results, progress)
     results["suite_wall_s"] = earlier_s + time.perf_counter() - began
     if cfg["kind"] == "methods":
-        _add_comparisons(results["rows"], cfg)
+        add_comparisons(results["rows"], cfg)
         plot_suite(run, results)
     run.write_json("results.json", results)
     run.write_text("results.md", markdown(results))
