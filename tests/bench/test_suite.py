@@ -53,9 +53,12 @@ def test_quick_dims_suite_runs_every_method_against_the_exact_solution(tmp_path)
     assert m["spectral"]["max_rel_error_n"] < 5e-3
     assert m["fd"]["max_rel_error_n"] < 0.1
     assert m["fd"]["max_rel_error_n"] > m["spectral"]["max_rel_error_n"]
-    # few steps in the quick mode: Euler-KL and the PINN only have to be sane
-    assert m["euler_kl"]["max_rel_error_n"] < 0.1
-    assert m["pinn"]["max_rel_error_n"] < 1.0
+    # few steps in the quick mode: Euler-KL measured 0.018; the PINN (300 steps)
+    # 0.29 and a relative L2 of Q of 0.20, where a PINN that stays at Q0 is off by
+    # e^(gamma t_end) - 1 = 0.65 in <n> at t_end
+    assert m["euler_kl"]["max_rel_error_n"] < 0.05
+    assert m["pinn"]["max_rel_error_n"] < 0.35
+    assert m["pinn"]["final_l2_rel_q"] < 0.3
     for name in ("tdvp", "euler_kl", "fd", "spectral", "pinn"):
         r = rows[(2, name)]
         assert r["method_s"] > 0 and r["peak_rss_MiB"] > 0
