@@ -44,3 +44,21 @@ def moved(
         return getattr(module, name)
 
     return __getattr__
+
+
+def renamed(module: str, aliases: Mapping[str, str], namespace: Mapping[str, Any]):
+    """The module `__getattr__` of `module` whose old names `aliases` (old -> new)
+    stay available, with a `DeprecationWarning`, as the objects now in
+    `namespace` (the module's globals)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in aliases:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module}.{name} is deprecated; use {aliases[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return namespace[aliases[name]]
+
+    return __getattr__

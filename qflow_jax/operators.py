@@ -9,8 +9,9 @@ significant first. Every function returns a JAX array of dtype complex128 unless
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import reduce
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -22,6 +23,7 @@ import scipy.special
 from qflow_jax.core.checks import (
     check_density,
     check_square,
+    complex_dtype_of,
     dag,
     is_concrete,
     to_array,
@@ -30,6 +32,7 @@ from qflow_jax.core.checks import (
 DEFAULT_DTYPE = jnp.complex128
 
 __all__ = [
+    "PAULI",
     "basis",
     "coherent",
     "coherent_dm",
@@ -93,19 +96,58 @@ def eye(*dims: int, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
     return jnp.eye(n, dtype=dtype)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+PAULI: Mapping[str, np.ndarray] = MappingProxyType(
+    {
+        "I": _read_only(np.eye(2, dtype=complex)),
+        "X": _read_only(np.array([[0, 1], [1, 0]], dtype=complex)),
+        "Y": _read_only(np.array([[0, -1j], [1j, 0]], dtype=complex)),
+        "Z": _read_only(np.array([[1, 0], [0, -1]], dtype=complex)),
+    }
+)
+"""The identity and the Pauli matrices as read-only NumPy complex128 arrays in a
+read-only mapping, keyed "I", "X", "Y", "Z" (Z = diag(1, -1)): the one definition
+behind `sigmax`, `sigmay`, `sigmaz` and the NumPy-level qubit code
+(`qflow_jax.network`)."""
+
+
+def _pauli(name: str, dtype: Any) -> jax.Array:
+    m = PAULI[name]
+    if not m.imag.any():  # X and Z convert to real dtypes too
+        m = m.real
+    elif dtype is not None and not jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"Pauli {name} is complex: `dtype` must be complex, got {dtype}"
+        )
+    return jnp.array(m, dtype=dtype)
+
+
 def sigmax(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
-    """Pauli X."""
-    return jnp.array([[0, 1], [1, 0]], dtype=dtype)
+    """Pauli X (`PAULI["X"]`)."""
+    return _pauli("X", dtype)
 
 
 def sigmay(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
-    """Pauli Y = [[0, -i], [i, 0]]."""
-    return jnp.array([[0, -1j], [1j, 0]], dtype=dtype)
+    """Pauli Y = [[0, -i], [i, 0]] (`PAULI["Y"]`).
+
+    Examples:
+        >>> bool(jnp.array_equal(sigmax() @ sigmay(), 1j * sigmaz()))
+        True
+        >>> PAULI["X"] @ PAULI["Y"]  # the NumPy constants
+        array([[0.+1.j, 0.+0.j],
+               [0.+0.j, 0.-1.j]])
+    """
+    return _pauli("Y", dtype)
 
 
 def sigmaz(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
-    """Pauli Z = diag(1, -1) (QuTiP convention: basis(2, 0) is the +1 state)."""
-    return jnp.array([[1, 0], [0, -1]], dtype=dtype)
+    """Pauli Z = diag(1, -1) (`PAULI["Z"]`; QuTiP convention: basis(2, 0) is the +1
+    state)."""
+    return _pauli("Z", dtype)
 
 
 def sigmam(dtype: Any = DEFAULT_DTYPE) -> jax.Array:
@@ -230,19 +272,33 @@ def thermal_dm(N: int, n: float, dtype: Any = DEFAULT_DTYPE) -> jax.Array:
 
 
 def ket2dm(psi: Any) -> jax.Array:
-    """|psi><psi| for a ket of shape (..., n, 1) or (n,)."""
-    psi = to_array(psi, "psi")
+    """|psi><psi| for a ket of shape (..., n, 1) or (n,).
+
+    A NumPy ket is multiplied out by NumPy (the numbers of `np.outer(psi,
+    psi.conj())`), any other by JAX; the result is a JAX array either way.
+
+    Examples:
+        >>> ket2dm(np.array([1.0, 1.0j]) / np.sqrt(2))
+        Array([[0.5+0.j , 0. -0.5j],
+               [0. +0.5j, 0.5+0.j ]], dtype=complex128)
+    """
+    if isinstance(psi, np.ndarray):
+        xp, psi = np, psi.astype(complex_dtype_of(psi))
+    else:
+        xp, psi = jnp, to_array(psi, "psi")
     if psi.ndim == 1:
         psi = psi[:, None]
     if psi.shape[-1] != 1:
         raise ValueError(f"`psi` must be a ket of shape (..., n, 1), got {psi.shape}")
-    return psi @ dag(psi)
+    # the outer product as a broadcast product: in JAX the same numbers as psi @
+    # dag(psi), in NumPy those of np.outer
+    return jnp.asarray(psi * xp.conj(xp.swapaxes(psi, -1, -2)))
 
 
 def _as_dm(x: Any, name: str) -> jax.Array:
     x = to_array(x, name)
     if x.ndim >= 2 and x.shape[-1] == 1 and x.shape[-2] != 1:
-        return x @ dag(x)
+        return ket2dm(x)
     check_square(x, name)
     return x
 

@@ -19,6 +19,8 @@ import numpy as np
 from annotated_types import Ge, Len
 from pydantic import Strict, StrictBool, model_validator
 
+from qflow_jax._deprecated import renamed
+from qflow_jax.apps import run as run_app
 from qflow_jax.config import (
     ConfigError,
     Float,
@@ -52,6 +54,7 @@ from qflow_jax.network.model import (
     collective_couplings,
 )
 from qflow_jax.network.solve import METHODS, network_mesolve, product_state
+from qflow_jax.operators import PAULI, ket2dm
 from qflow_jax.plots import plot_axes, plot_curves
 from qflow_jax.runs import RunFolder
 
@@ -99,7 +102,7 @@ class DickeConfig(Section):
     max_top_population: PositiveFloat = 1e-4
 
 
-class TimesConfig(Section):
+class TimesConfig(run_app.TimesConfig):
     t_end: PositiveFloat = 10.0
     n_save: Annotated[int, Strict(), Ge(2)] = 201
 
@@ -176,7 +179,7 @@ def initial_states(spec: list[Any], n: int) -> np.ndarray:
                 f"`network.initial[{j}]` must be a name or [theta, phi], got {s!r}"
             )
         psi = np.array([math.cos(theta / 2), np.exp(1j * phi) * math.sin(theta / 2)])
-        out.append(np.outer(psi, psi.conj()))
+        out.append(np.asarray(ket2dm(psi)))
     return np.stack(out)
 
 
@@ -191,9 +194,7 @@ def build_network(cfg: Mapping[str, Any]) -> QubitNetwork:
         edges = cfg["edges"]
     else:
         edges = cfg["graph"]
-    X = np.array([[0, 1], [1, 0]], dtype=complex)
-    Y = np.array([[0, -1j], [1j, 0]])
-    Z = np.diag([1.0, -1.0]).astype(complex)
+    X, Y, Z = PAULI["X"], PAULI["Y"], PAULI["Z"]
     fields = cfg["fields"] if cfg["fields"] is not None else [[0.0, 0.0, 0.0]] * n
     if len(fields) != n or any(len(f) != 3 for f in fields):
         raise ConfigError(f"`network.fields` must hold n={n} triples [hx, hy, hz]")
@@ -470,13 +471,5 @@ def run_blended(
     return run.write_summary("blended", cfg, metrics, timings_s, **summary)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "BLENDED_SCHEMA":  # deprecated: the schema is the pydantic model
-        warnings.warn(
-            "qflow_jax.apps.blended.BLENDED_SCHEMA is deprecated; the schema is the "
-            "pydantic model BlendedConfig",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BlendedConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# deprecated: the schema is the pydantic model
+__getattr__ = renamed(__name__, {"BLENDED_SCHEMA": "BlendedConfig"}, globals())

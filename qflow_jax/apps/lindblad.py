@@ -11,6 +11,7 @@ import numpy as np
 from annotated_types import Ge
 from pydantic import Strict
 
+from qflow_jax.apps import run as run_app
 from qflow_jax.config import (
     ConfigError,
     PositiveFloat,
@@ -62,13 +63,9 @@ class TruncationConfig(Section):
     max_top_population: PositiveFloat = 1e-4
 
 
-class TimesConfig(Section):
+class TimesConfig(run_app.TimesConfig):
     t_end: PositiveFloat = 10.0
     n_save: Annotated[int, Strict(), Ge(2)] = 101
-
-
-class OutputConfig(Section):
-    dir: str | None = None  # default runs/NAME
 
 
 class LindbladConfig(Section):
@@ -79,7 +76,7 @@ class LindbladConfig(Section):
     times: TimesConfig = TimesConfig()
     solver: SolverConfig = SolverConfig()
     truncation: TruncationConfig = TruncationConfig()
-    output: OutputConfig = OutputConfig()
+    output: run_app.OutputConfig = run_app.OutputConfig()
 
 
 def validate_lindblad_config(data: dict[str, Any]) -> dict[str, Any]:

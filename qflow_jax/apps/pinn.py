@@ -6,7 +6,6 @@ time), arrays.npz (loss history, observables) and PNG plots (loss terms, <n>(t))
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from pydantic import model_validator
 
+from qflow_jax._deprecated import renamed
 from qflow_jax.apps.run import DampedModesModel, OutputConfig, TimesConfig
 from qflow_jax.config import ComplexPair, Int, PositiveInt, Section, validate_model
 from qflow_jax.husimi import coherent_q
@@ -172,13 +172,5 @@ def run_pinn(
     return run.write_summary("pinn", cfg, metrics, timings_s, records=records)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PINN_SCHEMA":  # deprecated: the schema is the pydantic model
-        warnings.warn(
-            "qflow_jax.apps.pinn.PINN_SCHEMA is deprecated; the schema is the "
-            "pydantic model PINNConfig",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return PINNConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# deprecated: the schema is the pydantic model
+__getattr__ = renamed(__name__, {"PINN_SCHEMA": "PINNConfig"}, globals())

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +38,7 @@ from annotated_types import Ge, Len
 from pydantic import Strict, StrictBool, field_validator, model_validator
 from tqdm import tqdm
 
+from qflow_jax._deprecated import renamed
 from qflow_jax.checkpoints import Checkpoints
 from qflow_jax.config import (
     ConfigError,
@@ -766,13 +766,5 @@ def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "QFLOW_SCHEMA":  # deprecated: the schema is the pydantic model
-        warnings.warn(
-            "qflow_jax.apps.run.QFLOW_SCHEMA is deprecated; the schema is the "
-            "pydantic model QFlowConfig",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return QFlowConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# deprecated: the schema is the pydantic model
+__getattr__ = renamed(__name__, {"QFLOW_SCHEMA": "QFlowConfig"}, globals())

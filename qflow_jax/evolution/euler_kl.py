@@ -37,7 +37,6 @@ Euler form with the same budget drifts by over 10%; configs/damped_1mode_euler_k
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -50,6 +49,7 @@ import optax
 
 from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
 from qflow_jax.core.checks import check_tsave
+from qflow_jax.core.training import adam, scan_steps
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
 from qflow_jax.evolution.result import (
     EvolutionResult,
@@ -98,23 +98,10 @@ class EulerKLSettings:
     scheme: Literal["euler", "midpoint"] = "midpoint"
 
     def optimizer(self) -> optax.GradientTransformation:
-        return _optimizer(self)
-
-
-@functools.cache
-def _optimizer(settings: EulerKLSettings) -> optax.GradientTransformation:
-    # cached: a new optax object per step would recompile the jitted inner loop
-    if settings.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(
-            settings.learning_rate, settings.max_inner_steps, alpha=0.01
-        )
-    elif settings.schedule == "constant":
-        lr = settings.learning_rate
-    else:
-        raise ValueError(
-            f"`schedule` must be 'constant' or 'cosine', got {settings.schedule!r}"
-        )
-    return optax.adam(lr)
+        """Adam at `learning_rate`, "cosine" decaying to 1% of it over
+        `max_inner_steps` (`qflow_jax.core.training.adam`; one object per set of
+        values, so the jitted inner loop compiles once)."""
+        return adam(self.schedule, self.learning_rate, self.max_inner_steps)
 
 
 def _rate(flow, pde, params_old, params_rate, x):
@@ -149,18 +136,12 @@ _OBJECTIVES = {"forward": _forward_kl, "reverse": _reverse_kl}
 @eqx.filter_jit
 def _window(flow, pde, optimizer, objective, params, opt_state, keys, dt, batch):
     params_old, params_rate, params_new = params
-    grad_fn = jax.value_and_grad(_OBJECTIVES[objective], argnums=4, has_aux=True)
 
-    def body(carry, key):
-        p, st = carry
-        (loss, wmin), g = grad_fn(flow, pde, params_old, params_rate, p, key, dt, batch)
-        updates, st = optimizer.update(g, st, p)
-        return (optax.apply_updates(p, updates), st), (loss, wmin)
+    def loss(p, key):
+        kl = _OBJECTIVES[objective]
+        return kl(flow, pde, params_old, params_rate, p, key, dt, batch)
 
-    (params_new, opt_state), (losses, wmins) = jax.lax.scan(
-        body, (params_new, opt_state), keys
-    )
-    return params_new, opt_state, losses, wmins
+    return scan_steps(loss, optimizer, params_new, opt_state, keys)
 
 
 def _fit(flow, pde, params, params_rate, start, key, settings, dt):

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from qflow_jax.core.training import gaussian_proposal
+
 __all__ = ["normalization", "sample_observables"]
 
 
@@ -46,11 +48,26 @@ def normalization(
 ) -> tuple[jax.Array, jax.Array]:
     """Importance-sampling estimate of the integral of q, with its standard error.
 
-    Samples come from N(center, width^2 I), which must cover the support of q.
+    Samples come from N(center, width^2 I) (`qflow_jax.core.training.gaussian_proposal`,
+    also the proposal of the PINN's normalization), which must cover the support of
+    q.
+
+    Args:
+        logq: y (dim,) -> log q(y).
+        key: random key of the samples.
+        dim: dimension of y.
+        center, width: mean (dim,) and standard deviation of the proposal.
+        n: number of samples.
+
+    Returns:
+        (estimate, standard error).
+
+    Examples:
+        >>> logq = lambda y: -jnp.sum(y**2) - jnp.log(jnp.pi)  # the vacuum's Q
+        >>> z, err = normalization(logq, jax.random.key(0), 2, jnp.zeros(2), 1.0)
+        >>> bool(abs(z - 1.0) < 4 * err < 0.01)
+        True
     """
-    y = center + width * jax.random.normal(key, (n, dim))
-    logp = -0.5 * jnp.sum(((y - center) / width) ** 2, -1) - dim * jnp.log(
-        width * jnp.sqrt(2 * jnp.pi)
-    )
+    y, logp = gaussian_proposal(key, n, dim, center, width)
     w = jnp.exp(jax.vmap(logq)(y) - logp)
     return w.mean(), w.std() / jnp.sqrt(n)

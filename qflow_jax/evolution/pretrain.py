@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
+from qflow_jax.core.training import adam, scan_steps
 from qflow_jax.evolution._flowfns import sample_and_log_prob
 
 __all__ = ["PretrainSettings", "pretrain"]
@@ -48,12 +49,9 @@ class PretrainSettings:
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at `learning_rate`, or decaying to 1% of it over `max_steps`
         ("cosine": the late small steps average out the sampling noise of the
-        gradient, which a constant rate leaves as a floor on the KL)."""
-        if self.schedule == "cosine":
-            return optax.adam(
-                optax.cosine_decay_schedule(self.learning_rate, self.max_steps, 0.01)
-            )
-        return optax.adam(self.learning_rate)
+        gradient, which a constant rate leaves as a floor on the KL;
+        `qflow_jax.core.training.adam`)."""
+        return adam(self.schedule, self.learning_rate, self.max_steps)
 
 
 def _mle_loss(flow, params, x):
@@ -67,20 +65,12 @@ def _reverse_kl_loss(flow, params, key, n, logq0):
 
 @eqx.filter_jit
 def _train(flow, params, opt_state, keys, optimizer, sampler, logq0, n):
-    def body(carry, key):
-        p, st = carry
+    def loss(p, key):
         if sampler is not None:
-            loss, g = jax.value_and_grad(lambda q: _mle_loss(flow, q, sampler(key, n)))(
-                p
-            )
-        else:
-            loss, g = jax.value_and_grad(
-                lambda q: _reverse_kl_loss(flow, q, key, n, logq0)
-            )(p)
-        updates, st = optimizer.update(g, st, p)
-        return (optax.apply_updates(p, updates), st), loss
+            return _mle_loss(flow, p, sampler(key, n)), None
+        return _reverse_kl_loss(flow, p, key, n, logq0), None
 
-    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), keys)
+    params, opt_state, losses, _ = scan_steps(loss, optimizer, params, opt_state, keys)
     return params, opt_state, losses
 
 

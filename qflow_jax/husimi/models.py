@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
@@ -10,7 +11,33 @@ import scipy.linalg as sla
 from qflow_jax.husimi.algebra import BosonOp, a, adag
 from qflow_jax.husimi.compiler import QPDE, compile_qpde
 
-__all__ = ["DampedChain"]
+__all__ = ["DampedChain", "damped_alpha"]
+
+
+def damped_alpha(matrix: Any, gamma: Any, t: float, alpha0: Any) -> np.ndarray:
+    """Exact coherent amplitudes alpha(t) = expm(-(i M + Gamma/2) t) alpha0 of a
+    linear model H = sum_jk M_jk a_j^dag a_k with jumps sqrt(gamma_j) a_j.
+
+    A coherent product stays one under such a model (docs/physics.md, section 1);
+    `DampedChain.alpha` is this function for the chain.
+
+    Args:
+        matrix: (N, N) Hermitian single-particle matrix M.
+        gamma: damping rate, one for all modes or (N,) one per mode
+            (Gamma = diag(gamma)).
+        t: time.
+        alpha0: (N,) amplitudes at t = 0.
+
+    Returns:
+        (N,) complex amplitudes at time t.
+
+    Examples:
+        >>> print(np.round(damped_alpha([[1.0]], 0.5, 2.0, [1.0]), 4))  # e^(-2i - 1/2)
+        [-0.2524-0.5515j]
+    """
+    M = np.asarray(matrix)
+    gen = 1j * M + 0.5 * np.diag(np.broadcast_to(gamma, M.shape[:1]))
+    return sla.expm(-gen * t) @ np.asarray(alpha0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,5 @@ class DampedChain:
         return compile_qpde(H, jumps, n_modes=self.n_modes)
 
     def alpha(self, t: float, alpha0: np.ndarray) -> np.ndarray:
-        """Exact coherent amplitudes at time t from alpha0."""
-        gen = 1j * self.matrix + 0.5 * self.gamma * np.eye(self.n_modes)
-        return sla.expm(-gen * t) @ np.asarray(alpha0)
+        """Exact coherent amplitudes at time t from alpha0 (`damped_alpha`)."""
+        return damped_alpha(self.matrix, self.gamma, t, alpha0)

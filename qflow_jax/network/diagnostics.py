@@ -13,6 +13,7 @@ from qflow_jax.network.blended import (
 )
 from qflow_jax.network.model import QubitNetwork, _components
 from qflow_jax.network.solve import sweep_reduced_states
+from qflow_jax.operators import PAULI
 
 __all__ = [
     "bloch_vectors",
@@ -24,7 +25,7 @@ __all__ = [
     "trace_distances",
 ]
 
-_PAULIS = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+_PAULIS = np.stack([PAULI[a] for a in "XYZ"])
 
 
 def bloch_vectors(rhos: Any) -> np.ndarray:

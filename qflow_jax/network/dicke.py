@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from qflow_jax.network.model import QubitNetwork, _embed
+from qflow_jax.operators import PAULI
 
 __all__ = ["dicke_operators"]
 
@@ -41,8 +42,7 @@ def dicke_operators(
     a = np.diag(np.sqrt(np.arange(1, n_levels)), 1).astype(complex)
     Hq, jumps_q = network.dense_operators()
     eye_m, eye_q = np.eye(n_levels), np.eye(2**n)
-    sx = np.array([[0, 1], [1, 0]], dtype=complex)
-    Jx = sum((_embed(n, {j: sx}) for j in range(n)), np.zeros_like(eye_q))
+    Jx = sum((_embed(n, {j: PAULI["X"]}) for j in range(n)), np.zeros_like(eye_q))
     H = (
         omega * np.kron(a.conj().T @ a, eye_q)
         + np.kron(eye_m, Hq)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qflow_jax.core.checks import check_finite, check_hermitian, is_concrete
+from qflow_jax.operators import PAULI
 
 __all__ = [
     "GRAPHS",
@@ -33,13 +34,6 @@ __all__ = [
 ]
 
 GRAPHS = ("path", "ring", "complete", "star", "random")
-
-_PAULI = {
-    "I": np.eye(2, dtype=complex),
-    "X": np.array([[0, 1], [1, 0]], dtype=complex),
-    "Y": np.array([[0, -1j], [1j, 0]], dtype=complex),
-    "Z": np.array([[1, 0], [0, -1]], dtype=complex),
-}
 
 NAMED_COUPLINGS = ("XX", "YY", "ZZ", "XY", "exchange", "heisenberg")
 
@@ -57,14 +51,12 @@ def coupling_matrix(name: str, strength: float = 1.0) -> np.ndarray:
     """
     key = name.lower()
     if key in ("xx", "yy", "zz"):
-        p = _PAULI[key[0].upper()]
+        p = PAULI[key[0].upper()]
         mat = np.kron(p, p)
     elif key in ("xy", "exchange"):
-        mat = 0.5 * (
-            np.kron(_PAULI["X"], _PAULI["X"]) + np.kron(_PAULI["Y"], _PAULI["Y"])
-        )
+        mat = 0.5 * (np.kron(PAULI["X"], PAULI["X"]) + np.kron(PAULI["Y"], PAULI["Y"]))
     elif key == "heisenberg":
-        mat = sum(np.kron(_PAULI[a], _PAULI[a]) for a in "XYZ")
+        mat = sum(np.kron(PAULI[a], PAULI[a]) for a in "XYZ")
     else:
         raise ValueError(
             f"unknown coupling name {name!r}; choose one of "

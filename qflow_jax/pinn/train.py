@@ -75,13 +75,20 @@ from qflow_jax.config import (
     settings_class,
 )
 from qflow_jax.core.result import SolveResult
+from qflow_jax.core.training import (
+    SCHEDULES,
+    adam,
+    gaussian_proposal,
+    scan_steps,
+    schedule,
+)
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.pinn.network import ACTIVATIONS, ENVELOPES, LogQNet
 
 __all__ = ["PINNSettings", "PINNSolution", "pinn_residual", "train_pinn"]
 
 _SAMPLERS = ("box", "initial")
-_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+_SCHEDULES = SCHEDULES
 
 
 @settings_class
@@ -159,25 +166,9 @@ class PINNSettings:
         return np.asarray(self.box_center)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return _optimizer(self)
-
-
-@functools.cache
-def _optimizer(settings: PINNSettings) -> optax.GradientTransformation:
-    # cached: a new optax object per call would recompile the jitted chunk
-    return optax.adam(_schedule(settings))
-
-
-def _schedule(settings: PINNSettings) -> optax.Schedule:
-    lr, steps = settings.learning_rate, settings.steps
-    if settings.schedule == "cosine":
-        return optax.cosine_decay_schedule(lr, steps, alpha=0.01)
-    if settings.schedule == "warmup_cosine":
-        warm = max(1, steps // 20)
-        return optax.warmup_cosine_decay_schedule(
-            0.0, lr, warm, max(steps, warm + 1), end_value=0.01 * lr
-        )
-    return optax.constant_schedule(lr)
+        """Adam on the `schedule` over `steps` (`qflow_jax.core.training.adam`;
+        one object per set of values, so the jitted chunk compiles once)."""
+        return adam(self.schedule, self.learning_rate, self.steps)
 
 
 # ---------------------------------------------------------------- residual
@@ -270,16 +261,8 @@ def _quadrature(
         X, P = jnp.meshgrid(u, u, indexing="ij")
         pts = center + jnp.stack([X.ravel(), P.ravel()], -1)
         return pts, jnp.full(pts.shape[0], h * h)
-    width = 0.5 * half_width
-    pts = center + width * jax.random.normal(key, (n_samples, dim))
-    log_p = _log_proposal(pts, center, width)
+    pts, log_p = gaussian_proposal(key, n_samples, dim, center, 0.5 * half_width)
     return pts, jnp.exp(-log_p) / n_samples
-
-
-def _log_proposal(y: jax.Array, center: jax.Array, width: float) -> jax.Array:
-    d = y.shape[-1]
-    r2 = jnp.sum(((y - center) / width) ** 2, -1)
-    return -0.5 * r2 - d * jnp.log(width * jnp.sqrt(2 * jnp.pi))
 
 
 def _moments(logq: jax.Array, pts: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
@@ -372,9 +355,9 @@ def _loss(params: Any, prob: _Problem, key: jax.Array):
     if st.weighting == "q":
         err0 = err0 * _weights(logq0, st)
     loss_0 = jnp.mean(err0**2)
-    width = 0.5 * st.box_half_width
-    y = prob.center + width * jax.random.normal(kn, (st.n_norm, net.dim))
-    log_p = _log_proposal(y, prob.center, width)
+    y, log_p = gaussian_proposal(
+        kn, st.n_norm, net.dim, prob.center, 0.5 * st.box_half_width
+    )
     tn = st.t_end * jax.random.uniform(knt, (st.n_norm_times, 1))
     Z = jnp.mean(jnp.exp(net.apply(params, y[None], tn) - log_p), axis=1)
     loss_n = jnp.mean((Z - 1.0) ** 2)
@@ -388,15 +371,10 @@ def _loss(params: Any, prob: _Problem, key: jax.Array):
 
 @eqx.filter_jit
 def _chunk(prob: _Problem, optimizer, params, opt_state, keys):
-    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    def loss(p, key):
+        return _loss(p, prob, key)
 
-    def body(carry, key):
-        p, s = carry
-        (_, terms), g = grad_fn(p, prob, key)
-        updates, s = optimizer.update(g, s, p)
-        return (optax.apply_updates(p, updates), s), terms
-
-    (params, opt_state), terms = jax.lax.scan(body, (params, opt_state), keys)
+    params, opt_state, _, terms = scan_steps(loss, optimizer, params, opt_state, keys)
     return params, opt_state, terms
 
 
@@ -646,7 +624,8 @@ def train_pinn(
         )
     all_terms = np.concatenate(terms)
     history: dict[str, Any] = {k: all_terms[:, i] for i, k in enumerate(_HISTORY_KEYS)}
-    history["learning_rate"] = np.asarray(_schedule(st)(jnp.arange(st.steps)))
+    lr = schedule(st.schedule, st.learning_rate, st.steps)
+    history["learning_rate"] = np.asarray(lr(jnp.arange(st.steps)))
     history["wall_time"] = np.concatenate(walls)
     history["train_wall_s"] = float(history["wall_time"][-1])
     history["q0_norm"] = float(m0["norm"])

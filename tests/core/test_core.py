@@ -205,7 +205,7 @@ def test_traced_bad_rho0_raises_inside_jit():
 
 def test_network_mesolve_under_jit_vmap_and_grad():
     psi = jnp.zeros(8, complex).at[0].set(1.0)
-    pure, mixed = jnp.outer(psi, psi), jnp.eye(8) / 8
+    pure, mixed = qf.ket2dm(psi), jnp.eye(8) / 8
     Z0 = qf.tensor(qf.sigmaz(), qf.eye(2), qf.eye(2))
     tsave = jnp.linspace(0, 1, 3)
 

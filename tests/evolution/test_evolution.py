@@ -16,6 +16,7 @@ from qflow_jax.evolution import (
 from qflow_jax.evolution._flowfns import flatten, sample_and_log_prob
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import a, adag, compile_qpde
+from qflow_jax.husimi.models import DampedChain
 
 W, G, A0 = 1.0, 1.0, 2.0
 
@@ -34,7 +35,7 @@ def damped():
 
 
 def exact_alpha(t):
-    return A0 * np.exp(-(1j * W + G / 2) * t)
+    return DampedChain(1, W, G).alpha(t, [A0])[0]
 
 
 def sample_mean(flow, params, n=200_000):

@@ -11,8 +11,9 @@ from qflow_jax.network import (
     graph_edges,
     swap_matrix,
 )
+from qflow_jax.operators import PAULI
 
-X, Y, Z = (np.asarray(f()) for f in (qf.sigmax, qf.sigmay, qf.sigmaz))
+X, Y, Z = (PAULI[a] for a in "XYZ")
 
 
 def test_named_graphs():

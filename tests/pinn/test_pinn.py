@@ -11,6 +11,7 @@ import pytest
 
 from qflow_jax.apps.pinn import run_pinn, validate_pinn_config
 from qflow_jax.husimi import a, adag, coherent_q, compile_qpde
+from qflow_jax.husimi.models import DampedChain
 from qflow_jax.pinn import LogQNet, PINNSettings, pinn_residual, train_pinn
 from qflow_jax.pinn.train import _cdf, _Problem, _sample_x
 
@@ -27,7 +28,7 @@ def damped_pde(nth: float = 0.0):
 
 
 def exact_alpha(t):
-    return A0 * np.exp(-(1j * W + G / 2) * t)
+    return DampedChain(1, W, G).alpha(t, [A0])[0]
 
 
 def exact_logq(nth: float = 0.0):
