@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = ["Checkpoints"]
 
 _TREE, _META = "tree", "meta"
 _AGAIN = "run without --resume to start again"
+_LIST_TRIES = 5
 
 
 class _DropOrbaxRecords(logging.Filter):
@@ -296,14 +298,23 @@ class Checkpoints:
     def _steps(self) -> list[int]:
         if not self._readable():
             return []
-        try:
-            with self._manager(write=False) as manager:
-                return sorted(manager.all_steps())
-        except Exception as err:
-            raise ResumeError(
-                f"{self.folder} is not a readable checkpoints folder "
-                f"({type(err).__name__}: {_first_line(err)}); {_AGAIN}"
-            ) from None
+        # a process may list the steps while another one writes them (a monitor
+        # of a live run): a step deleted between listing and reading is retried
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._manager(write=False) as manager:
+                    return sorted(manager.all_steps())
+            except Exception as err:
+                vanished = isinstance(err, (FileNotFoundError, NotADirectoryError))
+                if vanished and attempt < _LIST_TRIES:
+                    time.sleep(0.01 * attempt)
+                    continue
+                raise ResumeError(
+                    f"{self.folder} is not a readable checkpoints folder "
+                    f"({type(err).__name__}: {_first_line(err)}); {_AGAIN}"
+                ) from None
 
     def all_steps(self) -> list[int]:
         """The complete steps in the folder, oldest first ([] when none).

@@ -305,3 +305,26 @@ def test_a_damaged_restore_prints_one_line_only(saved):
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.startswith(f"{saved.folder} (step 3) is damaged (")
     assert done.stdout.count("\n") == 1
+
+
+def test_steps_listed_while_another_process_saves(tmp_path):
+    # a monitor of a live run lists steps that the run deletes (keep=2) meanwhile
+    folder = tmp_path / "ck"
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from qflow_jax.checkpoints import Checkpoints
+        ckpts = Checkpoints({str(folder)!r}, keep=2)
+        for step in range(1, 61):
+            ckpts.save(step, {{"q": np.full(8, step)}}, {{"fingerprint": {{}}}})
+        """
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    ckpts, seen = Checkpoints(folder), set()
+    with subprocess.Popen([sys.executable, "-c", script], env=env) as proc:
+        while proc.poll() is None:
+            steps = ckpts.all_steps()
+            assert len(steps) <= 3 and steps == sorted(steps)
+            seen.update(steps)
+    assert proc.returncode == 0 and ckpts.all_steps() == [59, 60]
+    assert len(seen) > 10  # the listing ran alongside the saves
