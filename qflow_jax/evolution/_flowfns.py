@@ -1,4 +1,4 @@
-"""Log-density closures of a flow for the PDE kernels, and flat parameter views."""
+"""Log-density closures of a flow for the PDE kernels; finiteness of a pytree."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 
 def _log_prob_point(flow: nn.Module, params: Any, y: jax.Array) -> jax.Array:
@@ -24,12 +23,6 @@ def sample_and_log_prob(
     flow: nn.Module, params: Any, key: jax.Array, n: int
 ) -> tuple[jax.Array, jax.Array]:
     return flow.apply(params, key, n, method=type(flow).sample_and_log_prob)
-
-
-def flatten(params: Any) -> tuple[jax.Array, Any]:
-    """Flat parameter vector and the function that rebuilds the pytree."""
-    theta, unravel = ravel_pytree(params)
-    return theta, unravel
 
 
 def is_finite_tree(tree: Any) -> jax.Array:

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from qflow_jax.config import (
     NonNegativeFloat,
@@ -40,7 +41,7 @@ from qflow_jax.config import (
 from qflow_jax.core.checks import check_tsave
 from qflow_jax.core.integrate import integrate
 from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Tsit5
-from qflow_jax.evolution._flowfns import flatten, logq_fn
+from qflow_jax.evolution._flowfns import logq_fn
 from qflow_jax.evolution.result import (
     EvolutionResult,
     deprecated_evolve,
@@ -275,7 +276,7 @@ def evolve_tdvp(
         FloatingPointError: when an interval fails after its retries.
     """
     settings = TDVPSettings() if settings is None else settings
-    theta, unravel = flatten(params)
+    theta, unravel = ravel_pytree(params)
     tsave = check_tsave(tsave, float)
     ts = np.asarray(tsave)
     out, infos = [unravel(theta)], []

@@ -164,9 +164,12 @@ class NetworkResult(SolveResult):
     Attributes:
         states: (nt, 2^n, 2^n) network states, or None with `save_states=False`.
         reduced: (nt, n, 2, 2) single-qubit reduced states.
+        kernels: the right-hand-side kernel of each term of the solve, "native"
+            (the compiled CPU kernel) or "xla" (`NetworkVectorField`).
     """
 
     reduced: jax.Array
+    kernels: tuple[str, ...] = eqx.field(static=True)
 
 
 def _terms(vfs):
@@ -299,6 +302,7 @@ def _run_network(vfs, n, y0, tsave, ex, solver, method, save_states, engine):
         stats=out.stats,
         method=method.name,
         reduced=reduced,
+        kernels=tuple(vf.kernel for vf in vfs),
     )
 
 

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from qflow_jax.evolution import (
     EulerKLSettings,
@@ -13,7 +14,6 @@ from qflow_jax.evolution import (
     sample_observables,
     tdvp_theta_dot,
 )
-from qflow_jax.evolution._flowfns import flatten, sample_and_log_prob
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import a, adag, compile_qpde
 from qflow_jax.husimi.models import DampedChain
@@ -39,7 +39,7 @@ def exact_alpha(t):
 
 
 def sample_mean(flow, params, n=200_000):
-    x, _ = sample_and_log_prob(flow, params, jax.random.key(123), n)
+    x, _ = flow.apply(params, jax.random.key(123), n, method=flow.sample_and_log_prob)
     return sample_observables(x)
 
 
@@ -70,7 +70,7 @@ def test_theta_dot_is_the_same_for_every_builder_and_solver():
     params = jax.tree_util.tree_map(
         lambda p: p + 0.05 * jax.random.normal(jax.random.key(2), p.shape), params
     )
-    theta, unravel = flatten(params)
+    theta, unravel = ravel_pytree(params)
     z = jax.random.normal(jax.random.key(3), (1024, 2))
     x = flow.apply(params, z, method=NormalizingFlow.forward_and_log_det)[0]
     G = jax.vmap(jax.grad(lambda th, xi: flow.apply(unravel(th), xi)), (None, 0))(
@@ -158,7 +158,7 @@ def test_euler_kl_step_of_zero_length(objective):
         batch_size=256, max_inner_steps=50, min_inner_steps=50, objective=objective
     )
     new, _ = euler_kl_step(flow, pde, params, jax.random.key(5), st, dt=0.0)
-    moved = float(jnp.max(jnp.abs(flatten(new)[0] - flatten(params)[0])))
+    moved = float(jnp.max(jnp.abs(ravel_pytree(new)[0] - ravel_pytree(params)[0])))
     if objective == "reverse":
         assert moved < 1e-12
     else:

@@ -79,7 +79,7 @@ def test_linear_multimode_coherent_product():
 
 
 def test_invariants_along_trajectory(rng):
-    from tests.lindblad.rand_utils import rand_dm, rand_herm, rand_op
+    from tests.helpers import rand_dm, rand_herm, rand_op
 
     n = 6
     res = qf.mesolve(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qflow_jax as qf
-from tests.lindblad.rand_utils import rand_dm, rand_herm, rand_op
+from tests.helpers import rand_dm, rand_herm, rand_op
 
 
 def test_gradient_matches_central_differences(rng):

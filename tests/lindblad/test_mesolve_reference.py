@@ -6,7 +6,7 @@ import pytest
 import qutip as qt
 
 import qflow_jax as qf
-from tests.lindblad.rand_utils import rand_dm, rand_herm, rand_op
+from tests.helpers import rand_dm, rand_herm, rand_op
 
 QT_OPTS = {"rtol": 1e-11, "atol": 1e-12, "nsteps": 100_000}
 

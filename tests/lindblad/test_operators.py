@@ -5,7 +5,7 @@ import pytest
 import qutip as qt
 
 import qflow_jax as qf
-from tests.lindblad.rand_utils import rand_dm
+from tests.helpers import rand_dm
 
 
 def close(a, b, tol=1e-12):

@@ -3,7 +3,6 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import qutip
 import scipy.linalg
 
 import qflow_jax as qf
@@ -17,59 +16,7 @@ from qflow_jax.network import (
     swap_matrix,
     sweep_reduced_states,
 )
-
-
-def _herm(rng, d):
-    a = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
-    return a + a.conj().T
-
-
-def random_network(n, seed, k=2.0, couplings=True):
-    rng = np.random.default_rng(seed)
-    jumps = [
-        [
-            0.4 * (rng.normal(size=(2, 2)) + 1j * rng.normal(size=(2, 2)))
-            for _ in range(j % 3)
-        ]
-        for j in range(n)
-    ]
-    pairs = []
-    if couplings and n > 1:
-        pairs = [(0, n - 1, "heisenberg", 0.3), (n - 1, 0, _herm(rng, 4) * 0.2)]
-        if n > 2:
-            pairs.append((1, 2, "XY", 0.5))
-    edges = (
-        [
-            (j, q, rng.uniform(0.5, 1.5))
-            for j, q, _ in qf.network.graph_edges("random", n, p=0.6, seed=seed)
-        ]
-        if n > 1
-        else []
-    )
-    return QubitNetwork(
-        n,
-        edges,
-        k=k,
-        H=[0.5 * _herm(rng, 2) for _ in range(n)],
-        jump_ops=jumps,
-        couplings=pairs,
-    )
-
-
-def random_state(n, seed):
-    rng = np.random.default_rng(seed + 100)
-    a = rng.normal(size=(2**n, 2**n)) + 1j * rng.normal(size=(2**n, 2**n))
-    rho = a @ a.conj().T
-    return rho / np.trace(rho)
-
-
-def liouvillian(net):
-    H, jumps = net.dense_operators()
-    return qutip.liouvillian(qutip.Qobj(H), [qutip.Qobj(L) for L in jumps]).full()
-
-
-def vec(rho):
-    return rho.reshape(-1, order="F")
+from tests.helpers import liouvillian, random_network, random_state, vec
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import qflow_jax as qf
-from qflow_jax.core.methods import method_from
 from qflow_jax.network import (
     NetworkVectorField,
     QubitNetwork,
@@ -21,8 +20,7 @@ from qflow_jax.network import (
     network_mesolve,
     product_state,
 )
-from qflow_jax.network.solve import _solver_and_fields
-from tests.network.test_engine import liouvillian, random_network, random_state, vec
+from tests.helpers import liouvillian, random_network, random_state, vec
 
 
 def _native_field(net, part="all"):
@@ -159,12 +157,11 @@ def test_native_vmap():
 
 def test_kernel_choice_per_method():
     net = random_network(3, seed=45)
-    _, (vf,) = _solver_and_fields(NetworkVectorField, net, method_from("tsit5"), "auto")
-    assert vf.kernel == "native"
-    _, vfs = _solver_and_fields(
-        NetworkVectorField, net, method_from("kencarp4"), "auto"
-    )
-    assert [v.kernel for v in vfs] == ["xla", "xla"]  # implicit iterates: not Hermitian
+    rho0, ts = random_state(3, 1), [0.0, 0.1]
+    assert network_mesolve(net, rho0, ts, method="tsit5").kernels == ("native",)
+    # implicit iterates are not Hermitian: the XLA kernel, one per IMEX part
+    res = network_mesolve(net, rho0, ts, method="kencarp4")
+    assert res.kernels == ("xla", "xla")
     with pytest.raises(ValueError, match="kernel='native' needs an explicit method"):
         network_mesolve(
             net, random_state(3, 1), [0.0, 1.0], method="kvaerno5", kernel="native"

@@ -9,7 +9,7 @@ import scipy.linalg
 
 from qflow_jax.network import network_mesolve
 from qflow_jax.network.tsit5 import UnrolledTsit5
-from tests.network.test_engine import random_network
+from tests.helpers import random_network
 
 pytestmark = pytest.mark.filterwarnings("ignore:Complex dtype support")
 

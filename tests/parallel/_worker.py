@@ -7,10 +7,10 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import qflow_jax as qf
 from qflow_jax.evolution import EulerKLSettings, euler_kl_step, tdvp_theta_dot
-from qflow_jax.evolution._flowfns import flatten
 from qflow_jax.evolution.tdvp import TDVPSettings
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi import a, adag, compile_qpde
@@ -21,7 +21,7 @@ pde = compile_qpde(adag(0) @ a(0), [a(0)])
 flow = NormalizingFlow(dim=2, n_layers=2, hidden=(8,), init_mean=(2.0, 0.0))
 params = flow.init(jax.random.key(0), jnp.zeros((1, 2)))
 # move off the identity flow so that every parameter matters
-theta, unravel = flatten(params)
+theta, unravel = ravel_pytree(params)
 params = unravel(theta + 0.05 * jax.random.normal(jax.random.key(1), theta.shape))
 
 st = EulerKLSettings(
@@ -31,7 +31,7 @@ new, _ = euler_kl_step(flow, pde, params, jax.random.key(2), st)
 
 z = jax.random.normal(jax.random.key(3), (64, 2))
 theta_dot, _ = tdvp_theta_dot(
-    flow, pde, flatten(params)[0], unravel, z, TDVPSettings(batch_size=64)
+    flow, pde, ravel_pytree(params)[0], unravel, z, TDVPSettings(batch_size=64)
 )
 
 N = 6
@@ -60,7 +60,7 @@ print(
         {
             "devices": jax.device_count(),
             "sample_shards": len(shard_samples(z).sharding.device_set),
-            "euler_kl": np.asarray(flatten(new)[0]).tolist(),
+            "euler_kl": np.asarray(ravel_pytree(new)[0]).tolist(),
             "theta_dot": np.asarray(theta_dot).tolist(),
             "mesolve_n": np.asarray(res.expects.real).tolist(),
             "sweep": np.stack(sweeps).real.tolist(),
