@@ -2,10 +2,11 @@
 
 Every solver follows one convention: the generator, the initial state and the save
 times first (`mesolve(H, jump_ops, rho0, tsave)`, `network_mesolve(network, rho0,
-tsave)`, `solve_grid(pde, Q0, tsave, grid=...)`, `evolve_tdvp(pde, flow, params,
-tsave, key=...)`); then `method=` (a method object such as `qf.Tsit5(rtol=1e-8)`, or
-its name); then the shared options (`rtol`, `atol`, `max_steps`, `exp_ops`,
-`save_states`); then engine-specific ones. Every result is a `SolveResult`
+tsave)`, `solve_grid(pde, Q0, tsave, grid=...)`, `evolve(pde, flow, params, tsave,
+method=qf.TDVP(), key=...)`); then `method=` (a method object such as
+`qf.Tsit5(rtol=1e-8)` or `qf.TDVP(qgt="sample")`, or its name); then the shared
+options (`rtol`, `atol`, `max_steps`, `exp_ops`, `save_states`); then
+engine-specific ones. Every result is a `SolveResult`
 (equinox Module) with `tsave`, `states`, `expects`, `final_state`, `stats`, `method`.
 
 Precision: importing the package enables 64-bit floats in JAX
@@ -71,7 +72,8 @@ _MODULES = {
     ),
     "qflow_jax.flows": "NormalizingFlow",
     "qflow_jax.evolution": (
-        "EulerKLSettings EvolutionResult TDVPSettings evolve_euler_kl evolve_tdvp"
+        "EulerKL EulerKLSettings EvolutionResult TDVP TDVPSettings evolve "
+        "evolve_euler_kl evolve_tdvp"
     ),
     "qflow_jax.pinn": "PINNSettings PINNSolution train_pinn",
 }
@@ -106,6 +108,7 @@ __all__ = [
     "solve_reduced",
     "blended_network_mesolve",
     "solve_grid",
+    "evolve",
     "evolve_tdvp",
     "evolve_euler_kl",
     "train_pinn",
@@ -132,6 +135,8 @@ __all__ = [
     "RK4",
     "Solver",
     "Tsit5",
+    "TDVP",
+    "EulerKL",
     "method_from",
     # time-dependent operators
     "constant",

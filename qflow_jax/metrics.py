@@ -5,7 +5,7 @@ each, used by `qflow run`, `qflow pinn`, the comparison suite (`qflow bench`) an
 Examples:
     >>> errors = n_errors(np.array([1.02, 0.01]), np.array([1.0, 0.0]))
     >>> {k: round(v, 6) for k, v in errors.items()}  # the empty mode: absolute only
-    {'max_rel_error_n': 0.02, 'max_abs_error_n': 0.02}
+    {'max_rel_error_n': 0.02, 'max_abs_error_n': 0.02, 'max_scaled_error_n': 0.02}
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "METRIC_DEFINITIONS",
     "MarginalGrid",
+    "centroid_errors",
     "compare_marginal",
     "n_errors",
     "record_metrics",
@@ -29,6 +30,12 @@ METRIC_DEFINITIONS = {
     "|<n_j>_flow - <n_j>_ref| / <n_j>_ref; <n_j>_flow = E_q|alpha_j|^2 - 1 from "
     "eval_samples flow samples (standard error in records[].n_err)",
     "max_abs_error_n": "max over save times and modes of |<n_j>_flow - <n_j>_ref|",
+    "max_scaled_error_n": "max over save times and modes of |<n_j>_flow - "
+    "<n_j>_ref| / max(<n_j>_ref, 1): <= x means every <n_j> within a fraction x "
+    "of the reference or x quanta",
+    "max_centroid_error": "max over save times of |E_q[alpha] - <a>_ref|, "
+    "Euclidean over all modes (records[].centroid: |E_q[alpha]|, "
+    "records[].centroid_ref: |<a>_ref|)",
     "l1_q": "L1 distance sum |q - Q_ref| dA of the single-mode Q marginal of mode "
     "`metrics.mode` on the grid (midpoint rule on [-w, w]^2); one mode: q is the "
     "flow density at the grid points; several modes: q is a 2D histogram of "
@@ -40,7 +47,7 @@ METRIC_DEFINITIONS = {
     "kl_grid": "KL(Q_ref || q) = sum Q_ref log(Q_ref / q) dA on the same grid and "
     "marginal as l1_q; with a histogram, empty bins count as half a sample",
     "kl_exact_flow": "damped_modes only: KL(Q || q) over all 2N coordinates, Monte "
-    "Carlo on eval_samples exact samples",
+    "Carlo on eval_samples exact samples (final_ and max_ over save times)",
     "normalization": "importance-sampling estimate of the integral of the final "
     "flow density (proposal: Gaussian 25% wider than the flow samples)",
     "grid_mass_ref": "sum Q_ref dA on the grid: the reference mass the grid covers",
@@ -118,12 +125,30 @@ class MarginalGrid:
 
 
 def n_errors(n_model: np.ndarray, n_ref: np.ndarray) -> dict[str, float]:
-    """max_rel_error_n (over the modes holding at least 0.05 quanta) and
-    max_abs_error_n of <n_j>, over arrays of any shape (one save time or all)."""
-    rel = np.where(n_ref >= 0.05, np.abs(n_model - n_ref) / np.maximum(n_ref, 0.05), 0)
+    """max_rel_error_n (over the modes holding at least 0.05 quanta),
+    max_abs_error_n and max_scaled_error_n of <n_j>, over arrays of any shape (one
+    save time or all)."""
+    err = np.abs(n_model - n_ref)
+    rel = np.where(n_ref >= 0.05, err / np.maximum(n_ref, 0.05), 0)
     return {
         "max_rel_error_n": float(np.max(rel)),
-        "max_abs_error_n": float(np.max(np.abs(n_model - n_ref))),
+        "max_abs_error_n": float(np.max(err)),
+        "max_scaled_error_n": float(np.max(err / np.maximum(n_ref, 1.0))),
+    }
+
+
+def centroid_errors(a_model: np.ndarray, a_ref: np.ndarray) -> dict[str, float]:
+    """The centroid of Q, E_Q[alpha] (N complex numbers), against the reference's:
+    its norm, the reference's norm and the Euclidean distance over all modes.
+
+    Examples:
+        >>> centroid_errors(np.array([3.0, 0.0]), np.array([3.0, 4j]))
+        {'centroid': 3.0, 'centroid_ref': 5.0, 'centroid_error': 4.0}
+    """
+    return {
+        "centroid": float(np.linalg.norm(a_model)),
+        "centroid_ref": float(np.linalg.norm(a_ref)),
+        "centroid_error": float(np.linalg.norm(np.asarray(a_model) - a_ref)),
     }
 
 
@@ -168,9 +193,12 @@ def record_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     `compare_marginal` or at least `n_errors`): maxima over time, and the final
     values of the marginal's distances."""
     out = {
-        "max_rel_error_n": max(r["max_rel_error_n"] for r in records),
-        "max_abs_error_n": max(r["max_abs_error_n"] for r in records),
+        key: max(r[key] for r in records)
+        for key in ("max_rel_error_n", "max_abs_error_n", "max_scaled_error_n")
+        if key in records[-1]
     }
+    if "centroid_error" in records[-1]:
+        out["max_centroid_error"] = max(r["centroid_error"] for r in records)
     last = records[-1]
     if "l1_q" in last:
         out.update(
@@ -185,4 +213,5 @@ def record_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
             out["max_l1_q_noise_floor"] = max(r["l1_q_noise_floor"] for r in records)
     if "kl_exact_flow" in last:
         out["final_kl_exact_flow"] = last["kl_exact_flow"]
+        out["max_kl_exact_flow"] = max(r["kl_exact_flow"] for r in records)
     return out

@@ -52,10 +52,11 @@ from qflow_jax.config import (
     kinds,
     validate_model,
 )
-from qflow_jax.evolution.euler_kl import EulerKLSettings, evolve_euler_kl
+from qflow_jax.evolution.euler_kl import EulerKLSettings
+from qflow_jax.evolution.evolve import evolve
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
-from qflow_jax.evolution.tdvp import TDVPSettings, evolve_tdvp
+from qflow_jax.evolution.tdvp import TDVPSettings
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi.expressions import RESERVED, model_operators
 from qflow_jax.husimi.initial import (
@@ -70,6 +71,7 @@ from qflow_jax.lindblad.mesolve import TruncationError
 from qflow_jax.metrics import (
     METRIC_DEFINITIONS,
     MarginalGrid,
+    centroid_errors,
     compare_marginal,
     record_metrics,
 )
@@ -328,6 +330,7 @@ def _evaluate(
         "n_err": np.asarray(obs["n_err"]).tolist(),
         "a": to_jsonable(np.asarray(obs["a"])),
         "a_ref": to_jsonable(problem.a_ref[i]),
+        **centroid_errors(np.asarray(obs["a"]), problem.a_ref[i]),
         **compare_marginal(grid, Q, q, problem.n_ref[i], n_flow, **histogram),
         "grid_nonfinite_points": nonfinite,
     }
@@ -565,8 +568,7 @@ def run_qflow(
     reference_s = time.perf_counter() - started
     N, fcfg = cfg["model"]["modes"], cfg["flow"]
     params = flow.init(jax.random.key(cfg["seed"]), jnp.zeros((1, flow.dim)))
-    settings = _settings(cfg)
-    evolve = evolve_tdvp if cfg["method"] == "tdvp" else evolve_euler_kl
+    method = _settings(cfg).method()
     base = jax.random.key(cfg["seed"] + 1)
     eval_key = jax.random.key(cfg["seed"] + 2)
     if saved is not None:
@@ -601,8 +603,8 @@ def run_qflow(
                 flow,
                 params,
                 tsave[i : i + 2],
+                method=method,
                 key=jax.random.fold_in(base, i),
-                settings=settings,
             )
         except FloatingPointError as err:
             raise RuntimeError(

@@ -1,18 +1,27 @@
-"""Time evolution of normalizing flows through the Husimi PDE: Euler-KL and TDVP."""
+"""Time evolution of normalizing flows through the Husimi PDE: `evolve` with the
+`TDVP` or `EulerKL` method."""
 
 import warnings as _warnings
 
 from qflow_jax.evolution.euler_kl import (
+    EulerKL,
     EulerKLSettings,
     euler_kl_evolve,
     euler_kl_step,
     evolve_euler_kl,
 )
+from qflow_jax.evolution.evolve import EvolutionMethod, evolve
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
 from qflow_jax.evolution.result import EvolutionResult
 from qflow_jax.evolution.tdvp import (
+    CG,
     LINEAR_SOLVERS,
+    SNR,
+    TDVP,
+    Cholesky,
+    Fisher,
+    PInv,
     TDVPSettings,
     evolve_tdvp,
     tdvp_evolve,
@@ -20,13 +29,22 @@ from qflow_jax.evolution.tdvp import (
 )
 
 __all__ = [
+    "CG",
     "LINEAR_SOLVERS",
+    "SNR",
+    "TDVP",
+    "Cholesky",
+    "EulerKL",
     "EulerKLSettings",
+    "EvolutionMethod",
     "EvolutionResult",
+    "Fisher",
+    "PInv",
     "PretrainSettings",
     "TDVPSettings",
     "euler_kl_evolve",
     "euler_kl_step",
+    "evolve",
     "evolve_euler_kl",
     "evolve_tdvp",
     "normalization",

@@ -38,7 +38,7 @@ Euler form with the same budget drifts by over 10%; configs/damped_1mode_euler_k
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import flax.linen as nn
@@ -48,18 +48,15 @@ import numpy as np
 import optax
 
 from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
-from qflow_jax.core.checks import check_tsave
 from qflow_jax.core.training import adam, scan_steps
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
-from qflow_jax.evolution.result import (
-    EvolutionResult,
-    deprecated_evolve,
-    evolution_result,
-)
+from qflow_jax.evolution.evolve import EvolutionMethod, evolve
+from qflow_jax.evolution.result import EvolutionResult, deprecated_evolve
 from qflow_jax.husimi import QPDE, dlogq_dt
 from qflow_jax.parallel import shard_samples
 
 __all__ = [
+    "EulerKL",
     "EulerKLSettings",
     "euler_kl_evolve",
     "euler_kl_step",
@@ -67,9 +64,102 @@ __all__ = [
 ]
 
 
+OBJECTIVES = ("forward", "reverse")
+SCHEMES = ("euler", "midpoint")
+
+
+class EulerKL(EvolutionMethod):
+    """The Euler-KL evolution method (module docstring): steps of at most `dt`, each
+    a KL fit of the flow by an optax optimizer.
+
+    Attributes:
+        objective: "reverse" (path-wise KL on samples of the new flow) or "forward"
+            (importance-weighted maximum likelihood).
+        scheme: "euler" (one fit per step) or "midpoint" (two, second order).
+        optimizer: the optax optimizer of the fits (re-initialized every fit).
+        dt: the largest time step; each save interval is cut into equal steps.
+        batch_size: samples per optimizer step.
+        max_inner_steps, min_inner_steps: bounds of each fit's optimizer steps.
+        window: optimizer steps per loss average of the stopping rule.
+        loss_tol: a fit stops when two window averages differ by less.
+        max_retries: halvings of dt for an interval that failed.
+
+    Examples:
+        >>> EulerKL(optimizer=optax.adam(1e-3), dt=0.05).scheme
+        'midpoint'
+    """
+
+    name: ClassVar[str] = "euler-kl"
+    objective: str = eqx.field(default="reverse", static=True)
+    scheme: str = eqx.field(default="midpoint", static=True)
+    optimizer: optax.GradientTransformation = eqx.field(
+        default_factory=lambda: adam("cosine", 3e-3, 50), static=True
+    )
+    dt: float = eqx.field(default=0.02, static=True)
+    batch_size: int = eqx.field(default=512, static=True)
+    max_inner_steps: int = eqx.field(default=50, static=True)
+    min_inner_steps: int = eqx.field(default=50, static=True)
+    window: int = eqx.field(default=10, static=True)
+    loss_tol: float = eqx.field(default=1e-6, static=True)
+    max_retries: int = eqx.field(default=3, static=True)
+
+    def __check_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"`objective` must be one of {', '.join(OBJECTIVES)}, got "
+                f"{self.objective!r}"
+            )
+        if self.scheme not in SCHEMES:
+            raise ValueError(
+                f"`scheme` must be one of {', '.join(SCHEMES)}, got {self.scheme!r}"
+            )
+        if not isinstance(self.optimizer, optax.GradientTransformation):
+            raise TypeError(
+                "`optimizer` must be an optax GradientTransformation, got "
+                f"{type(self.optimizer).__name__}"
+            )
+        for name in ("dt", "loss_tol"):
+            value = getattr(self, name)
+            if not (
+                isinstance(value, int | float) and np.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        for name in ("batch_size", "max_inner_steps", "min_inner_steps", "window"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"`{name}` must be an integer > 0, got {value!r}")
+
+    def advance(self, flow, pde, params, t0, t1, key):
+        span = float(t1 - t0)
+        n_steps = max(1, int(np.ceil(span / self.dt - 1e-9)))
+        info = {"loss": float("nan"), "steps": n_steps, "inner_steps": 0}
+        for _ in range(n_steps):
+            key, sub = jax.random.split(key)
+            params, step = euler_kl_step(flow, pde, params, sub, self, span / n_steps)
+            info["loss"] = step["loss"]
+            info["inner_steps"] += step["inner_steps"]
+            if not step["finite"]:
+                return (
+                    params,
+                    info,
+                    f"non-finite loss or parameters (loss {step['loss']})",
+                )
+            if step["min_weight"] <= 0:
+                return (
+                    params,
+                    info,
+                    (
+                        f"min(1 + dt s) = {step['min_weight']:.3g} <= 0: the target is "
+                        "no density at this step"
+                    ),
+                )
+        return params, info, None
+
+
 @settings_class
 class EulerKLSettings:
-    """Settings of one Euler-KL time step.
+    """Settings of the Euler-KL evolution: the `euler_kl:` section of a `qflow run`
+    config, turned into the method object by `method()`.
 
     Attributes:
         dt: time step.
@@ -84,6 +174,10 @@ class EulerKLSettings:
             zero-variance at dt = 0; see the module docstring).
         scheme: "euler" (one fit per step, first order in dt) or "midpoint" (two
             fits per step, second order; see `euler_kl_step`).
+
+    Examples:
+        >>> EulerKLSettings(dt=0.05).method().dt
+        0.05
     """
 
     dt: PositiveFloat = 0.02
@@ -102,6 +196,20 @@ class EulerKLSettings:
         `max_inner_steps` (`qflow_jax.core.training.adam`; one object per set of
         values, so the jitted inner loop compiles once)."""
         return adam(self.schedule, self.learning_rate, self.max_inner_steps)
+
+    def method(self) -> EulerKL:
+        """The `EulerKL` method of these settings."""
+        return EulerKL(
+            objective=self.objective,
+            scheme=self.scheme,
+            optimizer=self.optimizer(),
+            dt=self.dt,
+            batch_size=self.batch_size,
+            max_inner_steps=self.max_inner_steps,
+            min_inner_steps=self.min_inner_steps,
+            window=self.window,
+            loss_tol=self.loss_tol,
+        )
 
 
 def _rate(flow, pde, params_old, params_rate, x):
@@ -146,8 +254,8 @@ def _window(flow, pde, optimizer, objective, params, opt_state, keys, dt, batch)
 
 def _fit(flow, pde, params, params_rate, start, key, settings, dt):
     """Fits q_theta' to q_params (1 + dt r), r from `params_rate` (None: s of
-    q_params itself), starting at `start`."""
-    optimizer = settings.optimizer()
+    q_params itself), starting at `start`; `settings` is an `EulerKL`."""
+    optimizer = settings.optimizer
     opt_state = optimizer.init(start)
     new = start
     previous = np.inf
@@ -191,7 +299,7 @@ def euler_kl_step(
     pde: QPDE,
     params: Any,
     key: jax.Array,
-    settings: EulerKLSettings,
+    settings: EulerKL | EulerKLSettings,
     dt: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """One Euler-KL step of length dt: fits q_theta' to q_theta (1 + dt s).
@@ -200,12 +308,16 @@ def euler_kl_step(
     q_theta (1 + dt/2 s), then theta' to q_theta (1 + dt (L q_h)/q_theta) (explicit
     midpoint rule: second order in dt, two fits per step).
 
+    `settings` is the `EulerKL` method (or its `EulerKLSettings`).
+
     Returns:
         (new params, info) with info["loss"] (the final KL estimate),
         info["inner_steps"], info["min_weight"] (min of the target's weight 1 + dt r
         seen; <= 0 means dt is too large for the target to be a density) and
         info["finite"].
     """
+    if isinstance(settings, EulerKLSettings):
+        settings = settings.method()
     dt = settings.dt if dt is None else dt
     k1, k2 = jax.random.split(key)
     if settings.scheme == "euler":
@@ -230,66 +342,13 @@ def evolve_euler_kl(
     settings: EulerKLSettings | None = None,
     callback: Callable[[int, Any, dict], None] | None = None,
 ) -> EvolutionResult:
-    """Evolves the flow through tsave by Euler-KL steps of at most `settings.dt`.
-
-    A step whose loss or parameters are non-finite, or whose Euler weights 1 + dt s
-    turn negative, is rolled back and redone as two half steps (recursively, down to
-    dt/8); each interval's stats count these retries.
-
-    Args:
-        pde: the compiled Q-PDE (the generator).
-        flow, params: the flow and its parameters at tsave[0] (the initial state).
-        tsave: (nt,) increasing save times.
-        key: random key of the samples.
-        settings: `EulerKLSettings` (default `EulerKLSettings()`).
-        callback: called as callback(i, params, info) after save interval i - 1.
-
-    Returns:
-        `EvolutionResult`: parameters at every save time; per interval the last
-        loss, the steps, the inner optimizer steps and the retries.
-
-    Raises:
-        FloatingPointError: when a step fails at dt/8.
-    """
+    """`evolve(pde, flow, params, tsave, method=settings.method(), ...)`: Euler-KL
+    from its config settings (default `EulerKLSettings()`); see `evolve` and
+    `EulerKL`."""
     settings = EulerKLSettings() if settings is None else settings
-    ts = np.asarray(check_tsave(tsave, float))
-    out, infos = [params], []
-    for i in range(len(ts) - 1):
-        span = ts[i + 1] - ts[i]
-        n_steps = max(1, int(np.ceil(span / settings.dt - 1e-9)))
-        info = {
-            "t": float(ts[i + 1]),
-            "steps": n_steps,
-            "retries": 0,
-            "inner_steps": 0,
-        }
-        for _ in range(n_steps):
-            key, sub = jax.random.split(key)
-            params, step_info = _robust_step(
-                flow, pde, params, sub, settings, span / n_steps, info, depth=0
-            )
-            info["loss"] = step_info["loss"]
-        infos.append(info)
-        out.append(params)
-        if callback is not None:
-            callback(i + 1, params, info)
-    return evolution_result(ts, out, infos, "euler-kl")
+    return evolve(
+        pde, flow, params, tsave, method=settings.method(), key=key, callback=callback
+    )
 
 
 euler_kl_evolve = deprecated_evolve("euler_kl_evolve", evolve_euler_kl)
-
-
-def _robust_step(flow, pde, params, key, settings, dt, info, depth):
-    new, step_info = euler_kl_step(flow, pde, params, key, settings, dt)
-    info["inner_steps"] += step_info["inner_steps"]
-    if step_info["finite"] and step_info["min_weight"] > 0:
-        return new, step_info
-    if depth == 3:
-        raise FloatingPointError(
-            f"Euler-KL step failed at dt={dt:.3g} after 3 halvings: loss "
-            f"{step_info['loss']}, min(1 + dt s) = {step_info['min_weight']:.3g}"
-        )
-    info["retries"] += 1
-    k1, k2 = jax.random.split(key)
-    half, _ = _robust_step(flow, pde, params, k1, settings, dt / 2, info, depth + 1)
-    return _robust_step(flow, pde, half, k2, settings, dt / 2, info, depth + 1)

@@ -32,13 +32,17 @@ class _Conditioner(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        # the flow's one parameter dtype: JAX's default float (float64 under x64,
+        # like the mean and the Cholesky factor)
+        dtype = jnp.result_type(float)
         h = x
         for width in self.hidden:
-            h = nn.gelu(nn.Dense(width)(h))
+            h = nn.gelu(nn.Dense(width, param_dtype=dtype)(h))
         out = nn.Dense(
             self.dim * self.n_params,
             kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
+            param_dtype=dtype,
         )(h)
         return out.reshape(*x.shape[:-1], self.dim, self.n_params)
 

@@ -160,6 +160,11 @@ class BlendedNetworkVectorField(eqx.Module):
 
     local: NetworkVectorField
 
+    @property
+    def kernel(self) -> str:
+        """The kernel of L0 (`NetworkVectorField.kernel`)."""
+        return self.local.kernel
+
     def __call__(self, t: jax.Array, rho: jax.Array, args: object) -> jax.Array:
         n = self.local.n
         return symmetrize(self.local(t, symmetrize(rho, n), args), n)

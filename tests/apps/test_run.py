@@ -155,7 +155,7 @@ def test_resume_after_pretraining_and_an_interrupted_interval(
     straight, tmp_path, monkeypatch
 ):
     out, summary = straight
-    real_evolve = run_module.evolve_tdvp
+    real_evolve = run_module.evolve
     calls = []
 
     def evolve_then_stop(*args, **kwargs):
@@ -164,10 +164,10 @@ def test_resume_after_pretraining_and_an_interrupted_interval(
             raise _Interrupt
         return real_evolve(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "evolve_tdvp", evolve_then_stop)
+    monkeypatch.setattr(run_module, "evolve", evolve_then_stop)
     with pytest.raises(_Interrupt):
         run_qflow(tiny(initial=FOCK_START), tmp_path, progress=False)
-    monkeypatch.setattr(run_module, "evolve_tdvp", real_evolve)
+    monkeypatch.setattr(run_module, "evolve", real_evolve)
 
     def no_pretraining(*args, **kwargs):
         raise AssertionError("a resumed run must not pre-train again")

@@ -7,9 +7,17 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from qflow_jax.evolution import (
+    CG,
+    SNR,
+    TDVP,
+    Cholesky,
+    EulerKL,
     EulerKLSettings,
+    EvolutionMethod,
+    PInv,
     TDVPSettings,
     euler_kl_step,
+    evolve,
     evolve_tdvp,
     sample_observables,
     tdvp_theta_dot,
@@ -238,3 +246,175 @@ def test_deprecated_evolution_names_warn_and_agree():
     for i in range(2):
         jax.tree.map(np.testing.assert_array_equal, out[i], new.params_at(i))
     assert infos == new.infos and infos[0]["t"] == 0.05
+
+
+# ------------------------------------------------------ evolution method objects
+
+
+def moved_params(flow, params):
+    """Parameters away from the symmetric start, so that every one of them matters."""
+    return jax.tree_util.tree_map(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(2), p.shape), params
+    )
+
+
+@pytest.mark.parametrize("batch", [64, 512])  # fewer and more samples than the 128
+def test_sample_space_solve_equals_the_dense_one(batch):
+    # minSR: (S + eps)^-1 F = Gc^T (T + eps)^-1 sc / B and S^+ F = Gc^T T^+ sc / B
+    pde, flow, params = damped()
+    params = moved_params(flow, params)
+    theta, unravel = ravel_pytree(params)
+    assert theta.shape == (128,)
+    z = jax.random.normal(jax.random.key(3), (batch, 2))
+    for solver in (Cholesky(1e-3), Cholesky(1e-6), PInv(1e-8)):
+        dense = tdvp_theta_dot(
+            flow, pde, theta, unravel, z, TDVP(qgt="dense", solver=solver)
+        )
+        sample = tdvp_theta_dot(
+            flow, pde, theta, unravel, z, TDVP(qgt="sample", solver=solver)
+        )
+        err = jnp.linalg.norm(sample[0] - dense[0]) / jnp.linalg.norm(dense[0])
+        assert err < 1e-8, (solver, batch, err)
+        np.testing.assert_allclose(
+            sample[1]["residual"], dense[1]["residual"], rtol=1e-8, atol=1e-12
+        )
+    # "auto" is the sample-space solve with fewer samples than parameters
+    auto = tdvp_theta_dot(flow, pde, theta, unravel, z, TDVP(solver=PInv(1e-8)))[0]
+    kind = "sample" if batch < 128 else "dense"
+    ref = tdvp_theta_dot(
+        flow, pde, theta, unravel, z, TDVP(qgt=kind, solver=PInv(1e-8))
+    )[0]
+    np.testing.assert_array_equal(auto, ref)
+
+
+def test_matrix_free_cg_equals_the_dense_solve():
+    pde, flow, params = damped()
+    theta, unravel = ravel_pytree(moved_params(flow, params))
+    z = jax.random.normal(jax.random.key(3), (256, 2))
+    dense = tdvp_theta_dot(
+        flow, pde, theta, unravel, z, TDVP(qgt="dense", solver=Cholesky(1e-2))
+    )[0]
+    free = tdvp_theta_dot(
+        flow,
+        pde,
+        theta,
+        unravel,
+        z,
+        TDVP(qgt="matrix_free", solver=CG(1e-2, maxiter=1000, tol=1e-12)),
+    )[0]
+    assert jnp.linalg.norm(free - dense) / jnp.linalg.norm(dense) < 1e-8
+
+
+def test_evolve_takes_any_linear_solver_and_diffrax_solver():
+    import diffrax as dfx
+
+    pde, flow, params = damped()
+    tsave = np.array([0.0, 0.25])
+
+    def lstsq(S, F):  # a user's solver: any callable (Fisher, F) -> theta_dot
+        return jnp.linalg.lstsq(S.to_dense(), F, rcond=1e-8)[0]
+
+    res = {}
+    for name, method in {
+        "pinv": TDVP(qgt="dense", solver=PInv(1e-8), batch_size=256, dt=0.05),
+        "lstsq": TDVP(qgt="dense", solver=lstsq, batch_size=256, dt=0.05),
+        "bosh3": TDVP(
+            qgt="sample",
+            solver=PInv(1e-8),
+            ode_solver=dfx.Bosh3(),
+            rtol=1e-6,
+            atol=1e-8,
+            batch_size=256,
+        ),
+    }.items():
+        res[name] = evolve(
+            pde, flow, params, tsave, method=method, key=jax.random.key(1)
+        )
+        assert res[name].method == "tdvp"
+    # the Gaussian family holds the exact solution: all follow it (200k samples:
+    # standard error of <a> ~ 0.0016)
+    for name in res:
+        mean = sample_mean(flow, res[name].final_state)["a"][0]
+        assert abs(mean - exact_alpha(0.25)) < 0.01, name
+    assert res["bosh3"].stats["ode_steps"][0] > 1  # adaptive steps in [0, 1]
+
+
+def test_euler_kl_object_takes_an_optax_optimizer():
+    import optax
+
+    pde, flow, params = damped()
+    method = EulerKL(
+        optimizer=optax.adam(1e-2),
+        dt=0.05,
+        batch_size=256,
+        max_inner_steps=30,
+        min_inner_steps=30,
+    )
+    res = evolve(pde, flow, params, [0.0, 0.1], method=method, key=jax.random.key(2))
+    assert res.method == "euler-kl"
+    assert res.infos[0]["steps"] == 2 and res.infos[0]["inner_steps"] == 2 * 2 * 30
+    assert abs(sample_mean(flow, res.final_state)["a"][0] - exact_alpha(0.1)) < 0.02
+
+
+class Flaky(EvolutionMethod):
+    """Fails every interval while its step is above `ok_below`."""
+
+    name = "flaky"
+    dt: float = 0.1
+    ok_below: float = 0.0
+    max_retries: int = 2
+
+    def advance(self, flow, pde, params, t0, t1, key):
+        if self.dt > self.ok_below:
+            bad = jax.tree.map(lambda p: p * jnp.nan, params)
+            return bad, {"dt": self.dt}, None  # non-finite: caught by evolve
+        return params, {"dt": self.dt}, None
+
+
+def test_evolve_rolls_back_and_retries_with_halved_steps():
+    pde, flow, params = damped()
+    seen = []
+    res = evolve(
+        pde,
+        flow,
+        params,
+        [0.0, 0.1, 0.2],
+        method=Flaky(dt=0.1, ok_below=0.03),
+        key=jax.random.key(0),
+        callback=lambda i, p, info: seen.append((i, info)),
+    )
+    assert [info["retries"] for info in res.infos] == [2, 2]
+    assert res.infos[0]["dt"] == 0.025 and [i for i, _ in seen] == [1, 2]
+    with pytest.raises(FloatingPointError, match=r"flaky failed on \[0, 0.1\] after 2"):
+        evolve(
+            pde,
+            flow,
+            params,
+            [0.0, 0.1],
+            method=Flaky(dt=0.1, ok_below=0.01),
+            key=jax.random.key(0),
+        )
+    with pytest.raises(TypeError, match="`method` must be an EvolutionMethod"):
+        evolve(
+            pde, flow, params, [0.0, 0.1], method=TDVPSettings(), key=jax.random.key(0)
+        )
+
+
+def test_bad_method_objects():
+    with pytest.raises(ValueError, match="`qgt` must be one of"):
+        TDVP(qgt="full")
+    with pytest.raises(ValueError, match="PInv needs the dense matrix"):
+        TDVP(qgt="matrix_free", solver=PInv())
+    with pytest.raises(ValueError, match="SNR needs qgt='dense'"):
+        TDVP(qgt="sample", solver=SNR())
+    with pytest.raises(TypeError, match="`solver` must be a callable"):
+        TDVP(solver="pinv")
+    with pytest.raises(ValueError, match="`dt` must be a finite number > 0"):
+        TDVP(dt=0.0)
+    with pytest.raises(TypeError, match="`optimizer` must be an optax"):
+        EulerKL(optimizer="adam")
+
+
+def test_flow_parameters_have_one_dtype():
+    _, _, params = damped()
+    assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype("float64")}
