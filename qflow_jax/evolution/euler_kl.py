@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from qflow_jax.config import PositiveFloat, PositiveInt, settings_class
+from qflow_jax.core.checks import check_positive_number
 from qflow_jax.core.training import adam, scan_steps
 from qflow_jax.evolution._flowfns import is_finite_tree, logq_fn, sample_and_log_prob
 from qflow_jax.evolution.evolve import EvolutionMethod, evolve
@@ -119,15 +120,9 @@ class EulerKL(EvolutionMethod):
                 f"{type(self.optimizer).__name__}"
             )
         for name in ("dt", "loss_tol"):
-            value = getattr(self, name)
-            if not (
-                isinstance(value, int | float) and np.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+            check_positive_number(getattr(self, name), name)
         for name in ("batch_size", "max_inner_steps", "min_inner_steps", "window"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"`{name}` must be an integer > 0, got {value!r}")
+            check_positive_number(getattr(self, name), name, integer=True)
 
     def advance(self, flow, pde, params, t0, t1, key):
         span = float(t1 - t0)

@@ -50,6 +50,7 @@ from qflow_jax.config import (
     PositiveInt,
     settings_class,
 )
+from qflow_jax.core.checks import check_positive_number
 from qflow_jax.core.integrate import integrate
 from qflow_jax.core.methods import RK4, AbstractMethod, Heun, Solver, Tsit5
 from qflow_jax.evolution._flowfns import logq_fn
@@ -244,15 +245,8 @@ class TDVP(EvolutionMethod):
                 f"{type(self.ode_solver).__name__}"
             )
         for name in ("dt", "rtol", "atol"):
-            value = getattr(self, name)
-            if not (
-                isinstance(value, int | float) and np.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size > 0):
-            raise ValueError(
-                f"`batch_size` must be an integer > 0, got {self.batch_size!r}"
-            )
+            check_positive_number(getattr(self, name), name)
+        check_positive_number(self.batch_size, "batch_size", integer=True)
 
     def ode_method(self, n_steps: int) -> AbstractMethod:
         """The ODE method of one save interval, in its own time s in [0, 1] with

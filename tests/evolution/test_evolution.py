@@ -409,7 +409,7 @@ def test_bad_method_objects():
         TDVP(qgt="sample", solver=SNR())
     with pytest.raises(TypeError, match="`solver` must be a callable"):
         TDVP(solver="pinv")
-    with pytest.raises(ValueError, match="`dt` must be a finite number > 0"):
+    with pytest.raises(ValueError, match="`dt` must be finite and > 0"):
         TDVP(dt=0.0)
     with pytest.raises(TypeError, match="`optimizer` must be an optax"):
         EulerKL(optimizer="adam")
