@@ -195,6 +195,7 @@ class FlowConfig(Section):
     hidden: Annotated[list[PositiveInt], Len(1)] = [8]
     bins: PositiveInt = 8
     lu_mixing: StrictBool = False
+    scale: Literal["cholesky", "diagonal"] = "cholesky"
 
 
 class ReferenceConfig(Section):
@@ -462,6 +463,7 @@ def _flow(cfg: dict[str, Any], initial: InitialState) -> NormalizingFlow:
         hidden=tuple(fcfg["hidden"]),
         n_bins=fcfg["bins"],
         lu_mixing=fcfg["lu_mixing"],
+        scale=fcfg["scale"],
         init_mean=tuple(float(v) for v in initial.mean()),
         init_scale=initial.scale(),
     )

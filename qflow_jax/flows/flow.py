@@ -4,9 +4,10 @@
 
 with f_k masked coupling layers (affine RealNVP or rational-quadratic splines) on
 alternating halves of the coordinates, optional LU mixing layers between them, and a
-learnable mean mu and lower-triangular Cholesky factor L (positive diagonal). Every
-conditioner's last layer starts at zero and every LU layer at the identity, so a new
-flow is exactly the Gaussian N(mu, L L^T) (initially N(init_mean, init_scale^2 I)).
+learnable mean mu and lower-triangular Cholesky factor L (positive diagonal; or a
+diagonal L, `scale="diagonal"`, with 2 dim instead of dim (dim + 3) / 2 parameters).
+Every conditioner's last layer starts at zero and every LU layer at the identity, so a
+new flow is exactly the Gaussian N(mu, L L^T) (initially N(init_mean, init_scale^2 I)).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class NormalizingFlow(nn.Module):
             coupling layer.
         init_mean, init_scale: the initial Gaussian N(init_mean, init_scale^2 I);
             init_mean a float or a tuple of dim floats (module fields must hash).
+        scale: the last affine layer's L: "cholesky" (lower-triangular) or
+            "diagonal" (for many dimensions: TDVP needs more samples than the flow
+            has parameters that matter, and a Cholesky factor has d^2 / 2).
 
     Examples:
         >>> flow = NormalizingFlow(dim=2)
@@ -78,6 +82,7 @@ class NormalizingFlow(nn.Module):
     lu_mixing: bool = False
     init_mean: Any = 0.0
     init_scale: float = 1.0
+    scale: str = "cholesky"
 
     def setup(self) -> None:
         if self.dim < 2:
@@ -97,6 +102,10 @@ class NormalizingFlow(nn.Module):
             raise ValueError(
                 f"`coupling` must be 'affine' or 'spline', got {self.coupling!r}"
             )
+        if self.scale not in ("cholesky", "diagonal"):
+            raise ValueError(
+                f"`scale` must be 'cholesky' or 'diagonal', got {self.scale!r}"
+            )
         n_params = 2 if self.coupling == "affine" else 3 * self.n_bins + 1
         self.conditioners = [
             _Conditioner(self.dim, n_params, tuple(self.hidden))
@@ -109,9 +118,10 @@ class NormalizingFlow(nn.Module):
             ]
         mean = jnp.broadcast_to(jnp.asarray(self.init_mean, float), (self.dim,))
         self.mean = self.param("mean", lambda key: mean)
-        self.chol_offdiag = self.param(
-            "chol_offdiag", nn.initializers.zeros, (self.dim, self.dim)
-        )
+        if self.scale == "cholesky":
+            self.chol_offdiag = self.param(
+                "chol_offdiag", nn.initializers.zeros, (self.dim, self.dim)
+            )
         self.log_chol_diag = self.param(
             "log_chol_diag",
             lambda key, d: jnp.full((d,), jnp.log(self.init_scale)),
@@ -127,7 +137,10 @@ class NormalizingFlow(nn.Module):
 
     def cholesky(self) -> jax.Array:
         """Lower-triangular L of the last affine layer (positive diagonal)."""
-        return jnp.tril(self.chol_offdiag, -1) + jnp.diag(jnp.exp(self.log_chol_diag))
+        diag = jnp.diag(jnp.exp(self.log_chol_diag))
+        if self.scale == "diagonal":
+            return diag
+        return jnp.tril(self.chol_offdiag, -1) + diag
 
     def bijector(self) -> distrax.Bijector:
         """The distrax bijector z -> x."""
@@ -145,7 +158,12 @@ class NormalizingFlow(nn.Module):
                 layers.append(
                     distrax.LowerUpperTriangularAffine(self.lu[k], jnp.zeros(self.dim))
                 )
-        affine = distrax.UnconstrainedAffine(self.cholesky(), self.mean)
+        if self.scale == "diagonal":
+            affine = distrax.Block(
+                distrax.ScalarAffine(shift=self.mean, log_scale=self.log_chol_diag), 1
+            )
+        else:
+            affine = distrax.UnconstrainedAffine(self.cholesky(), self.mean)
         # distrax.Chain applies its last element first.
         return distrax.Chain([affine, *reversed(layers)])
 

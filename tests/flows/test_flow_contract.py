@@ -12,8 +12,15 @@ LAYOUTS = [
     dict(dim=2, coupling="spline", n_bins=6),
     dict(dim=4, coupling="affine", lu_mixing=True),
     dict(dim=4, coupling="spline", lu_mixing=True, n_layers=3),
+    dict(dim=4, coupling="affine", scale="diagonal"),
     dict(dim=6, coupling="spline", n_layers=2, hidden=(16,)),
 ]
+
+
+def layout_id(layout):
+    return f"{layout['coupling']}{layout['dim']}" + (
+        "diag" if layout.get("scale") == "diagonal" else ""
+    )
 
 
 def perturbed(layout, scale=0.1, seed=0):
@@ -31,9 +38,7 @@ def perturbed(layout, scale=0.1, seed=0):
     return flow, jax.tree_util.tree_unflatten(tree, leaves)
 
 
-@pytest.mark.parametrize(
-    "layout", LAYOUTS, ids=lambda lay: f"{lay['coupling']}{lay['dim']}"
-)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
 def test_inverse_and_log_det_against_jacobian(layout):
     flow, params = perturbed(layout)
     d = layout["dim"]
@@ -55,9 +60,7 @@ def test_inverse_and_log_det_against_jacobian(layout):
     np.testing.assert_allclose(logq, base - ld_fwd, atol=1e-9)
 
 
-@pytest.mark.parametrize(
-    "layout", LAYOUTS[:4], ids=lambda lay: f"{lay['coupling']}{lay['dim']}"
-)
+@pytest.mark.parametrize("layout", LAYOUTS[:5], ids=layout_id)
 def test_flow_integrates_to_one(layout):
     # Importance sampling from a wide Gaussian p: E_p[q/p] = integral of q = 1.
     # The weights need q finite at p's samples out to |y| ~ 15: a move of 0.03 keeps
@@ -72,6 +75,19 @@ def test_flow_integrates_to_one(layout):
     w = jnp.exp(jax.jit(flow.apply)(params, y) - logp)
     mean, err = float(w.mean()), float(w.std() / np.sqrt(n))
     assert abs(mean - 1.0) < 5 * err + 1e-3, (mean, err)
+
+
+def test_diagonal_scale_has_2d_gaussian_parameters():
+    flow = NormalizingFlow(dim=6, n_layers=0, scale="diagonal", init_scale=0.5)
+    params = flow.init(jax.random.key(0), jnp.zeros((1, 6)))
+    assert sorted(params["params"]) == ["log_chol_diag", "mean"]
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    expected = -0.5 * jnp.sum((x / 0.5) ** 2, -1) - 6 * jnp.log(
+        0.5 * jnp.sqrt(2 * jnp.pi)
+    )
+    np.testing.assert_allclose(flow.apply(params, x), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="`scale` must be 'cholesky' or 'diagonal'"):
+        NormalizingFlow(dim=2, scale="full").init(jax.random.key(0), jnp.zeros((1, 2)))
 
 
 def test_new_flow_is_the_initial_gaussian():
