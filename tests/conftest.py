@@ -27,3 +27,13 @@ def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("default_run")
     assert main(["run", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after every test module: each CPU executable
+    holds memory maps, and the whole suite's thousands of them reach the kernel's
+    limit of 65530 maps per process (vm.max_map_count), where XLA's next
+    compilation crashes with a segmentation fault."""
+    yield
+    jax.clear_caches()

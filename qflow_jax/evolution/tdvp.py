@@ -268,7 +268,7 @@ class TDVP(EvolutionMethod):
         span = float(t1 - t0)
         n_steps = max(1, int(np.ceil(span / self.dt * (1 - 1e-9))))
         new, diag, steps, ok = _evolve_interval(
-            flow, pde, params, z, span, n_steps, self
+            flow, pde, params, z, jnp.asarray(span), n_steps, self
         )
         info = {"residual": float(diag["residual"]), "ode_steps": int(steps)}
         failure = None if bool(ok) else "the ODE solve failed or went non-finite"
@@ -359,7 +359,9 @@ def _evolve_interval(flow, pde, params, z, span, n_steps, method):
     """One save interval, integrated in s = (t - t_i) / span from 0 to 1 (the Q-PDE
     is autonomous): every time the solver sees is a constant, so the compiled
     program holds no run-time checks (host callbacks) and JAX's persistent
-    compilation cache can store it; `n_steps` (static) fixed steps of span/n_steps."""
+    compilation cache can store it; `n_steps` (static) fixed steps of span/n_steps.
+    `span` is traced: intervals whose lengths differ in the last bits share one
+    compiled program."""
     theta, unravel = ravel_pytree(params)
 
     def vf(s, th, args):

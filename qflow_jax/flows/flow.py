@@ -124,7 +124,10 @@ class NormalizingFlow(nn.Module):
             )
         self.log_chol_diag = self.param(
             "log_chol_diag",
-            lambda key, d: jnp.full((d,), jnp.log(self.init_scale)),
+            # one strong dtype (a weak-typed leaf would compile evolutions twice)
+            lambda key, d: jnp.full(
+                (d,), np.log(self.init_scale), jnp.result_type(float)
+            ),
             self.dim,
         )
 

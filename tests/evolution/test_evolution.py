@@ -72,7 +72,7 @@ def test_tdvp_follows_the_exact_damped_solution(solver):
     assert all(i["retries"] == 0 for i in infos)
 
 
-def test_theta_dot_is_the_same_for_every_builder_and_solver():
+def test_theta_dot_motion_is_the_same_for_every_solver():
     pde, flow, params = damped()
     # move away from the symmetric start so that every parameter matters
     params = jax.tree_util.tree_map(
@@ -92,19 +92,8 @@ def test_theta_dot_is_the_same_for_every_builder_and_solver():
     ref, ref_diag = tdvp_theta_dot(
         flow, pde, theta, unravel, z, TDVPSettings(linear_solver="pinv", rcond=1e-12)
     )
-    # CG stops at a relative residual of 1e-5 on an ill-conditioned S: 1e-2
-    for kw, tol in (
-        (dict(linear_solver="cholesky", diag_shift=1e-10), 1e-3),
-        (
-            dict(
-                linear_solver="cg",
-                s_builder="matrix_free",
-                diag_shift=1e-10,
-                cg_maxiter=2000,
-            ),
-            1e-2,
-        ),
-    ):
+    # (CG on the matrix-free S: test_matrix_free_cg_equals_the_dense_solve)
+    for kw, tol in ((dict(linear_solver="cholesky", diag_shift=1e-10), 1e-3),):
         td, diag = tdvp_theta_dot(flow, pde, theta, unravel, z, TDVPSettings(**kw))
         # S is ill-conditioned, so theta_dot itself differs along near-null
         # directions; the motion of log q and the residual do not.
