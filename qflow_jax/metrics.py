@@ -48,6 +48,11 @@ METRIC_DEFINITIONS = {
     "marginal as l1_q; with a histogram, empty bins count as half a sample",
     "kl_exact_flow": "damped_modes only: KL(Q || q) over all 2N coordinates, Monte "
     "Carlo on eval_samples exact samples (final_ and max_ over save times)",
+    "pde_residual": "flows: the relative TDVP residual E[(sc - Gc theta_dot)^2] / "
+    "E[sc^2] at each save time (records[].pde_residual; sc: centred d log Q/dt "
+    "from the Q-PDE, Gc theta_dot: the flow's best motion, fitted on the TDVP "
+    "batch); records[].pde_residual_test evaluates the same theta_dot on "
+    "independent samples (0: the flow follows the PDE, 1: not at all)",
     "normalization": "importance-sampling estimate of the integral of the final "
     "flow density (proposal: Gaussian 25% wider than the flow samples)",
     "grid_mass_ref": "sum Q_ref dA on the grid: the reference mass the grid covers",
@@ -211,6 +216,8 @@ def record_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
         )
         if any(r["l1_q_noise_floor"] for r in records):
             out["max_l1_q_noise_floor"] = max(r["l1_q_noise_floor"] for r in records)
+    if "pde_residual_test" in last:
+        out["max_pde_residual_test"] = max(r["pde_residual_test"] for r in records)
     if "kl_exact_flow" in last:
         out["final_kl_exact_flow"] = last["kl_exact_flow"]
         out["max_kl_exact_flow"] = max(r["kl_exact_flow"] for r in records)

@@ -21,7 +21,14 @@ import numpy as np
 from qflow_jax.metrics import MarginalGrid
 from qflow_jax.runs import RunFolder
 
-__all__ = ["plot_axes", "plot_curves", "plot_q_snapshots", "plot_suite", "pyplot"]
+__all__ = [
+    "plot_axes",
+    "plot_curves",
+    "plot_q_snapshots",
+    "plot_suite",
+    "plot_suite_curves",
+    "pyplot",
+]
 
 
 def pyplot() -> Any:
@@ -196,3 +203,83 @@ def plot_suite(run: RunFolder, results: dict[str, Any]) -> None:
             ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
         run.save_figure(fname, fig)
+
+
+def plot_suite_curves(run: RunFolder, results: dict[str, Any]) -> Path | None:
+    """A suite's curves against time (the Q-Flow paper's figure), `curves.png`: one
+    column per size, rows: the centroid distance |E_Q[alpha]| of every method
+    with the exact curve (dashed black), the relative PDE residual, and the L1
+    distance of a mode's Q marginal with each method's sampling floor (dotted:
+    a histogram of exact samples would show it). Methods without a row's curve
+    (grids have no residual) or out of reach at a size are absent from that
+    panel, and the panel says which. None when no row has curves."""
+    plt = pyplot()
+    rows = [r for r in results["rows"] if r.get("curves")]
+    if not rows:
+        return None
+    sizes = sorted({r["dim"] for r in results["rows"]})
+    methods = list(dict.fromkeys(r["method"] for r in results["rows"]))
+    color = {m: f"C{k}" for k, m in enumerate(m for m in methods if m != "exact")}
+    panels = (
+        ("centroid", "|E_Q[alpha]|", False),
+        ("pde_residual", "relative PDE residual", True),
+        ("l1_q", "L1 distance of Q (mode marginal)", True),
+    )
+    fig, axes = plt.subplots(
+        len(panels),
+        len(sizes),
+        figsize=(3.6 * len(sizes), 2.9 * len(panels)),
+        dpi=110,
+        squeeze=False,
+        layout="constrained",
+    )
+    for col, dim in enumerate(sizes):
+        at = {r["method"]: r for r in rows if r["dim"] == dim}
+        missing = [
+            r["method"]
+            for r in results["rows"]
+            if r["dim"] == dim and r["method"] != "exact" and r["method"] not in at
+        ]
+        for row, (key, label, logy) in enumerate(panels):
+            ax = axes[row, col]
+            for name, r in at.items():
+                c = r["curves"]
+                t = np.asarray(c["t"], float)
+                y = np.asarray([np.nan if v is None else v for v in c.get(key, [])])
+                if name == "exact":
+                    if key == "centroid":
+                        ax.plot(t, y, "k--", lw=1.2, label="exact")
+                    continue
+                if y.size == 0 or not np.any(np.isfinite(y) & (~logy | (y > 0))):
+                    continue
+                if logy:
+                    y = np.where(y > 0, y, np.nan)
+                ax.plot(t, y, lw=1.5, color=color[name], label=name)
+                floor = np.asarray(
+                    [
+                        np.nan if v is None else v
+                        for v in c.get(f"{key}_noise_floor", [])
+                    ]
+                )
+                if floor.size and np.any(floor > 0):
+                    ax.plot(t, floor, ":", lw=1.0, color=color[name])
+            if logy:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                title = f"{dim // 2} site{'s' * (dim > 2)} (d = {dim})"
+                if missing:
+                    title += "\nout of reach: " + ", ".join(missing)
+                ax.set_title(title, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if row == len(panels) - 1:
+                ax.set_xlabel("t", fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
+    fig.suptitle(
+        f"suite {results['suite']}: dotted lines in the L1 row are sampling floors",
+        fontsize=9,
+    )
+    return run.save_figure("curves.png", fig)

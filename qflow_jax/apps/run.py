@@ -52,11 +52,12 @@ from qflow_jax.config import (
     kinds,
     validate_model,
 )
+from qflow_jax.evolution._flowfns import logq_fn, sample_and_log_prob
 from qflow_jax.evolution.euler_kl import EulerKLSettings
 from qflow_jax.evolution.evolve import evolve
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
-from qflow_jax.evolution.tdvp import TDVPSettings
+from qflow_jax.evolution.tdvp import TDVPSettings, tdvp_residual
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi.expressions import RESERVED, model_operators
 from qflow_jax.husimi.initial import (
@@ -310,8 +311,8 @@ def _evaluate(
     """Metrics of the flow at save time i against the reference; also the flow's
     Q marginal on the grid."""
     n_samples, m = cfg["eval_samples"], grid.mode
-    k1, k2 = jax.random.split(key)
-    x, _ = flow.apply(params, k1, n_samples, method=NormalizingFlow.sample_and_log_prob)
+    k1, k2, k3 = jax.random.split(key, 3)
+    x, _ = sample_and_log_prob(flow, params, k1, n_samples)
     obs = sample_observables(x)
     n_flow = np.asarray(obs["n"])
     Q = problem.q_marginal(i, m, grid.alphas)
@@ -335,10 +336,27 @@ def _evaluate(
         **compare_marginal(grid, Q, q, problem.n_ref[i], n_flow, **histogram),
         "grid_nonfinite_points": nonfinite,
     }
-    kl = problem.kl_exact(i, lambda y: flow.apply(params, y), k2, n_samples)
+    kl = problem.kl_exact(i, logq_fn(flow, params), k2, n_samples)
     if kl is not None:
         record["kl_exact_flow"] = kl
+    record.update(_residuals(flow, params, problem.pde, k3, cfg))
     return record, q
+
+
+def _residuals(flow, params, pde, key, cfg) -> dict[str, float]:
+    """The TDVP residual of the flow at this time, in and out of sample
+    (`tdvp_residual`), with the run's TDVP settings (an Euler-KL run: TDVP's
+    defaults with its batch size): how much of the PDE's motion the flow misses."""
+    if cfg["method"] == "tdvp":
+        method = _settings(cfg).method()
+    else:
+        method = TDVPSettings(batch_size=cfg["euler_kl"]["batch_size"]).method()
+    z = jax.random.normal(key, (2, method.batch_size, flow.dim))
+    res = tdvp_residual(flow, pde, params, z[0], z[1], method)
+    return {
+        "pde_residual": float(res["residual"]),
+        "pde_residual_test": float(res["residual_test"]),
+    }
 
 
 # --------------------------------------------------------------------- checkpoints
@@ -637,11 +655,11 @@ def run_qflow(
             )
         state["records"].append(record)
         q_flow.append(q)
-        loss = res.infos[0].get("residual", res.infos[0].get("loss", float("nan")))
         bar.set_postfix(
             t=f"{tsave[i + 1]:.3g}",
-            loss=f"{loss:.2e}",
-            rel_err_n=f"{record['max_rel_error_n']:.2e}",
+            residual=f"{record['pde_residual_test']:.2e}",
+            scaled_err_n=f"{record['max_scaled_error_n']:.2e}",
+            centroid_err=f"{record['centroid_error']:.2e}",
             l1_q=f"{record['l1_q']:.2e}",
         )
         if (i + 1) % cfg["checkpoint_every"] == 0 or i + 2 == len(tsave):

@@ -25,6 +25,7 @@ from qflow_jax.evolution.tdvp import (
     TDVPSettings,
     evolve_tdvp,
     tdvp_evolve,
+    tdvp_residual,
     tdvp_theta_dot,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "pretrain",
     "sample_observables",
     "tdvp_evolve",
+    "tdvp_residual",
     "tdvp_theta_dot",
 ]
 

@@ -19,9 +19,11 @@ def logq_fn(flow: nn.Module, params: Any) -> eqx.Partial:
     return eqx.Partial(_log_prob_point, flow, params)
 
 
+@eqx.filter_jit
 def sample_and_log_prob(
     flow: nn.Module, params: Any, key: jax.Array, n: int
 ) -> tuple[jax.Array, jax.Array]:
+    """n samples of the flow and their log-density, compiled (n static)."""
     return flow.apply(params, key, n, method=type(flow).sample_and_log_prob)
 
 

@@ -438,6 +438,25 @@ class PINNSolution(SolveResult):
         """PDE residual d_t log Q - (L Q)/Q at x (..., 2N), t (`pinn_residual`)."""
         return pinn_residual(self.pde, self.logq_fn(), x, t)
 
+    def relative_residual(self, x: Any, t: float, weights: Any = None) -> float:
+        """E[(r - E r)^2] / E[(s - E s)^2] at time t over points x (B, 2N), with r
+        the PDE residual and s = (L Q)/Q from the PINN's own log Q: the measure of
+        a flow's TDVP residual (`qflow_jax.evolution.tdvp_residual`), 0 where the
+        PINN solves the PDE. `weights` (B,) make E an expectation under Q (e.g.
+        importance weights q/p of proposal samples); default uniform."""
+        x = jnp.asarray(x, float)
+        ts = jnp.full(x.shape[:-1], float(t))
+        f = self.logq_fn()
+        r = pinn_residual(self.pde, f, x, ts)
+        s = jax.vmap(jax.grad(lambda ti, xi: f(xi, ti)))(ts, x) - r
+        w = jnp.ones_like(r) if weights is None else jnp.asarray(weights, float)
+        w = w / jnp.sum(w)
+
+        def var(v):
+            return jnp.sum(w * (v - jnp.sum(w * v)) ** 2)
+
+        return float(var(r) / var(s))
+
     def observables(
         self,
         t: Any,

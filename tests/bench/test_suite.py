@@ -175,6 +175,53 @@ def test_bose_hubbard_family_expands_to_the_expression_model():
     )
 
 
+def test_curves_figure_has_a_column_per_size_and_skips_what_is_missing(tmp_path):
+    from qflow_jax.plots import plot_suite_curves
+    from qflow_jax.runs import RunFolder
+
+    t = [0.0, 1.0, 2.0]
+
+    def row(dim, method, **curves):
+        return {"dim": dim, "method": method, "curves": {"t": t, **curves}}
+
+    results = {
+        "suite": "synthetic",
+        "rows": [
+            row(2, "exact", centroid=[1.0, 0.6, 0.4]),
+            row(
+                2,
+                "tdvp",
+                centroid=[1.0, 0.6, 0.4],
+                pde_residual=[0.0, 1e-8, 1e-7],
+                l1_q=[1e-3, 2e-3, 3e-3],
+                l1_q_noise_floor=[0.0] * 3,
+            ),
+            row(
+                2,
+                "fd",
+                centroid=[1.0, 0.61, 0.41],
+                pde_residual=[None] * 3,
+                l1_q=[1e-2] * 3,
+                l1_q_noise_floor=[0.0] * 3,
+            ),
+            {"dim": 40, "method": "fd", "status": "out of reach"},
+            row(40, "exact", centroid=[3.0, 2.0, 1.0]),
+            row(
+                40,
+                "tdvp",
+                centroid=[3.0, 2.0, 1.01],
+                pde_residual=[1e-3] * 3,
+                l1_q=[0.05] * 3,
+                l1_q_noise_floor=[0.02] * 3,
+            ),
+        ],
+    }
+    run = RunFolder(tmp_path)
+    path = plot_suite_curves(run, results)
+    assert path.name == "curves.png" and path.read_bytes()[:8] == PNG
+    assert plot_suite_curves(run, {"suite": "s", "rows": [results["rows"][3]]}) is None
+
+
 def test_refinement_comparison_is_the_largest_difference_of_n():
     cfg = {"methods": {"a": {"kind": "tdvp", "compare_to": "b"}, "b": {"kind": "tdvp"}}}
     rows = [
@@ -218,8 +265,35 @@ def test_bad_method_settings_are_refused_before_running(tmp_path, capsys):
     assert "`methods.p`: unknown key `step`" in capsys.readouterr().err
 
 
+# whole-suite run (about 60 s): `python -m pytest -m slow`
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["dims", "bosonic", "engines"])
+def test_quick_paper_suite_draws_every_method_against_time(tmp_path):
+    args = ["bench", "paper", "--quick", "--sizes", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    rows = _rows(tmp_path)
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    exact = rows[(2, "exact")]["curves"]
+    for name in ("tdvp", "euler_kl", "fd", "spectral", "pinn"):
+        c = rows[(2, name)]["curves"]
+        assert c["t"] == exact["t"] and len(c["l1_q"]) == 7
+        np.testing.assert_allclose(c["centroid_ref"], exact["centroid"])
+        err = rows[(2, name)]["metrics"]["max_centroid_error"]
+        assert err == max(c["centroid_error"])
+    m = {name: r.get("metrics") for (_, name), r in rows.items()}
+    # the Gaussian family and the spectral grid hold the exact centroid (sampling
+    # error of 50k samples ~ 0.003, the grid's time stepper)
+    assert m["tdvp"]["max_centroid_error"] < 0.02
+    assert m["spectral"]["max_centroid_error"] < 0.02
+    res = rows[(2, "tdvp")]["curves"]["pde_residual"]
+    assert max(res) < 1e-4  # out of sample; the grids have none
+    assert rows[(2, "fd")]["curves"]["pde_residual"] == [None] * 7
+    assert 0 < rows[(2, "pinn")]["curves"]["pde_residual"][-1] < 2
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
+    assert "max centroid err" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", ["dims", "bosonic", "engines", "paper"])
 def test_every_quick_suite_runs_to_the_end(suite, tmp_path):
     """The whole `--quick` mode (README: under 10 minutes on 2 cores for all three):
     every row is measured or recorded as out of reach, none fails."""

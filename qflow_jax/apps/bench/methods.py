@@ -38,7 +38,12 @@ import numpy as np
 from qflow_jax.apps.run import QFlowSetup, run_qflow, setup_qflow
 from qflow_jax.config import ConfigError
 from qflow_jax.husimi.grid import Grid, estimate_grid_memory, solve_grid
-from qflow_jax.metrics import MarginalGrid, compare_marginal, n_errors
+from qflow_jax.metrics import (
+    MarginalGrid,
+    centroid_errors,
+    compare_marginal,
+    n_errors,
+)
 from qflow_jax.pinn.train import PINNSettings, train_pinn
 from qflow_jax.runs import to_jsonable
 
@@ -48,6 +53,8 @@ METHOD_KINDS = ("exact", "tdvp", "euler-kl", "fd", "spectral", "pinn")
 # half-width of boxes around the reference: sqrt(max <n_j>) + this (Q has standard
 # deviation >= 1/sqrt(2) per coordinate: 4.5 is >= 6 of them)
 _BOX_MARGIN = 4.5
+# importance samples of the PINN's relative PDE residual at each save time
+_RESIDUAL_POINTS = 20_000
 
 
 class OutOfReach(Exception):
@@ -58,14 +65,35 @@ def _box_half_width(setup: QFlowSetup) -> float:
     return float(np.sqrt(setup.problem.n_ref.max()) + _BOX_MARGIN)
 
 
-def _summarize(setup: QFlowSetup, n_model: np.ndarray, last: dict) -> dict:
-    """Suite metrics from <n_j> at every save time and the comparison at t_end."""
+# the curves of every method against time (the `paper` suite's figure)
+_CURVES = (
+    "centroid",
+    "centroid_ref",
+    "centroid_error",
+    "l1_q",
+    "l1_q_noise_floor",
+    "pde_residual",
+)
+
+
+def _summarize(setup: QFlowSetup, n_model: np.ndarray, records: list[dict]) -> dict:
+    """Suite metrics from <n_j> at every save time and the per-time records
+    (`compare_marginal` and `centroid_errors` of each save time, `kl_exact` at
+    t_end), and the records as curves against time."""
+    last = records[-1]
+    curves = {k: [r.get(k) for r in records] for k in _CURVES}
+    curves["t"] = setup.tsave.tolist()
     return {
-        **n_errors(np.asarray(n_model), setup.problem.n_ref),
-        "final_l1_q": last["l1_q"],
-        "final_l1_q_noise_floor": last["l1_q_noise_floor"],
-        "final_l2_rel_q": last["l2_rel_q"],
-        "final_kl_exact": last.get("kl_exact"),
+        "metrics": {
+            **n_errors(np.asarray(n_model), setup.problem.n_ref),
+            "max_centroid_error": max(curves["centroid_error"]),
+            "max_l1_q": max(curves["l1_q"]),
+            "final_l1_q": last["l1_q"],
+            "final_l1_q_noise_floor": last["l1_q_noise_floor"],
+            "final_l2_rel_q": last["l2_rel_q"],
+            "final_kl_exact": last.get("kl_exact"),
+        },
+        "curves": curves,
     }
 
 
@@ -84,15 +112,20 @@ def _flow(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
     if "pretrain" in settings:
         cfg["pretrain"] = settings["pretrain"]
     summary = run_qflow(cfg, Path(spec["folder"]), progress=False)
-    records = summary["records"]
+    records = [
+        {
+            **r,
+            "kl_exact": r.get("kl_exact_flow"),
+            # out of sample: the in-sample residual of minSR is 0 by construction
+            "pde_residual": r.get("pde_residual_test"),
+        }
+        for r in summary["records"]
+    ]
     n_model = np.array([r["n"] for r in records])
-    last = dict(records[-1])
-    if "kl_exact_flow" in last:
-        last["kl_exact"] = last["kl_exact_flow"]
     tm = summary["timings_s"]
     return {
         "method_s": tm["pretrain_s"] + tm["evolution_s"],
-        "metrics": _summarize(setup, n_model, last),
+        **_summarize(setup, n_model, records),
         "n": n_model,
         "details": {
             "evaluation_s": tm["evaluation_s"],
@@ -136,23 +169,34 @@ def _grid_solver(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
     dV = grid.cell_volume
     mass = Q.reshape(len(tsave), -1).sum(-1) * dV
     n_model = np.empty((len(tsave), dim // 2))
+    a_model = np.empty((len(tsave), dim // 2), complex)
     for j in range(dim // 2):
-        r2 = axes[2 * j][:, None] ** 2 + axes[2 * j + 1][None, :] ** 2
-        n_model[:, j] = np.sum(_marginal(Q, 2 * j, dim) * r2, (-2, -1)) * dV / mass - 1
+        alpha = axes[2 * j][:, None] + 1j * axes[2 * j + 1][None, :]
+        Qj = _marginal(Q, 2 * j, dim) * dV / mass[:, None, None]  # E over Q / mass
+        n_model[:, j] = np.sum(Qj * np.abs(alpha) ** 2, (-2, -1)) - 1
+        a_model[:, j] = np.sum(Qj * alpha, (-2, -1))
     m = setup.grid.mode
-    i = len(tsave) - 1
-    Qn = Q[i] / mass[i]  # the normalised density at t_end
     # the marginal is compared on the solver's own (x_m, p_m) nodes (interpolating
     # it to another grid would add an error that is not the solver's)
     mg = MarginalGrid(axes[2 * m], m)
-    marg = (
-        _marginal(Qn[None], 2 * m, dim)[0]
-        * dV
-        / math.prod(grid.spacing[2 * m : 2 * m + 2])
-    )
-    record = compare_marginal(
-        mg, problem.q_marginal(i, m, mg.alphas), marg, problem.n_ref[i], n_model[i]
-    )
+    cell = math.prod(grid.spacing[2 * m : 2 * m + 2])
+    margs = _marginal(Q / mass.reshape(-1, *[1] * dim), 2 * m, dim) * dV / cell
+    records = [
+        {
+            **compare_marginal(
+                mg,
+                problem.q_marginal(i, m, mg.alphas),
+                margs[i],
+                problem.n_ref[i],
+                n_model[i],
+            ),
+            **centroid_errors(a_model[i], problem.a_ref[i]),
+            "pde_residual": None,  # the semi-discrete PDE is solved to rtol
+        }
+        for i in range(len(tsave))
+    ]
+    i = len(tsave) - 1
+    Qn = Q[i] / mass[i]  # the normalised density at t_end
     # central differences leave small negative Q in the far tails: the log of the
     # interpolated Q is floored at 1e-12 of its peak there (1e-300 would let a few
     # samples dominate the KL); details.nonpositive_fraction says how much that is
@@ -163,10 +207,10 @@ def _grid_solver(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
         jax.random.key(spec["qflow"].get("seed", 0) + 7),
         spec["qflow"].get("eval_samples", 400_000),
     )
-    record["kl_exact"] = kl
+    records[-1]["kl_exact"] = kl
     return {
         "method_s": method_s,
-        "metrics": _summarize(setup, n_model, record),
+        **_summarize(setup, n_model, records),
         "n": n_model,
         "details": {
             "points_per_axis": points,
@@ -225,28 +269,40 @@ def _pinn(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
             f"(importance sampling from N(0, (L/2)^2 I) in {dim} dimensions): no "
             "moments or density to compare"
         )
-    i, m, mg = len(tsave) - 1, setup.grid.mode, setup.grid
-    Q = problem.q_marginal(i, m, mg.alphas)
-    norm = float(norms[i])
-    if N == 1:
-        q = np.asarray(sol.q(mg.points, tsave[i])).reshape(mg.shape) / norm
-        extra: dict[str, float] = {}
-    else:  # importance samples from the PINN's own quadrature proposal
-        width = 0.5 * settings.box_half_width
-        x = width * jax.random.normal(jax.random.key(seed + 2), (n_samples, dim))
-        logw = sol.log_q(x, tsave[i]) + 0.5 * jnp.sum((x / width) ** 2, -1)
+    m, mg = setup.grid.mode, setup.grid
+    # importance samples from the PINN's own quadrature proposal: the histogram of
+    # the marginal (several modes) and the expectations of the residual
+    width = 0.5 * settings.box_half_width
+    x = width * jax.random.normal(jax.random.key(seed + 2), (n_samples, dim))
+    records = []
+    for i, t in enumerate(tsave):
+        Q = problem.q_marginal(i, m, mg.alphas)
+        logw = sol.log_q(x, t) + 0.5 * jnp.sum((x / width) ** 2, -1)
         w = np.asarray(jnp.exp(logw - logw.max()))
-        q, extra = mg.histogram(np.asarray(x[:, 2 * m : 2 * m + 2]), Q, weights=w)
-    record = compare_marginal(mg, Q, q, problem.n_ref[i], obs["n"][i], **extra)
-    record["kl_exact"] = problem.kl_exact(
+        if N == 1:
+            q = np.asarray(sol.q(mg.points, t)).reshape(mg.shape) / norms[i]
+            extra: dict[str, float] = {}
+        else:
+            q, extra = mg.histogram(np.asarray(x[:, 2 * m : 2 * m + 2]), Q, weights=w)
+        records.append(
+            {
+                **compare_marginal(mg, Q, q, problem.n_ref[i], obs["n"][i], **extra),
+                **centroid_errors(obs["a"][i], problem.a_ref[i]),
+                "pde_residual": sol.relative_residual(
+                    x[:_RESIDUAL_POINTS], t, w[:_RESIDUAL_POINTS]
+                ),
+            }
+        )
+    i = len(tsave) - 1
+    records[-1]["kl_exact"] = problem.kl_exact(
         i,
-        lambda y: sol.log_q(y, tsave[i]) - math.log(norm),
+        lambda y: sol.log_q(y, tsave[i]) - math.log(float(norms[i])),
         jax.random.key(seed + 3),
         spec["qflow"].get("eval_samples", 400_000),
     )
     return {
         "method_s": method_s,
-        "metrics": _summarize(setup, obs["n"], record),
+        **_summarize(setup, obs["n"], records),
         "n": obs["n"],
         "details": {
             "max_norm_error": float(np.max(np.abs(obs["norm"] - 1))),
@@ -257,11 +313,14 @@ def _pinn(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _exact(setup: QFlowSetup, spec: dict[str, Any]) -> dict[str, Any]:
-    info = setup.problem.info
+    problem = setup.problem
+    info = problem.info
+    centroid = [float(np.linalg.norm(a)) for a in problem.a_ref]
     return {
         "method_s": float(info.get("solve_s", spec["setup_s"])),
         "metrics": {},
-        "n": setup.problem.n_ref,
+        "curves": {"t": setup.tsave, "centroid": centroid, "centroid_ref": centroid},
+        "n": problem.n_ref,
         "details": {"reference": setup.problem.description, **info},
     }
 

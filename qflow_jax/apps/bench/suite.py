@@ -65,7 +65,7 @@ from qflow_jax.evolution.euler_kl import EulerKLSettings
 from qflow_jax.evolution.pretrain import PretrainSettings
 from qflow_jax.evolution.tdvp import TDVPSettings
 from qflow_jax.pinn.train import PINNSettings
-from qflow_jax.plots import plot_suite
+from qflow_jax.plots import plot_suite, plot_suite_curves
 from qflow_jax.runs import (
     ResumeError,
     RunFolder,
@@ -221,6 +221,8 @@ SuiteConfig = kinds(MethodsSuite, EnginesSuite, default="methods")
 _COLUMNS = (
     ("method_s", "time (s)", "{:.3g}"),
     ("max_rel_error_n", "max rel err <n>", "{:.2e}"),
+    ("max_centroid_error", "max centroid err", "{:.2e}"),
+    ("max_l1_q", "max L1 Q", "{:.2e}"),
     ("final_kl_exact", "KL(exact, model)", "{:.2e}"),
     ("final_l2_rel_q", "rel L2 Q", "{:.2e}"),
     ("final_l1_q", "L1 Q", "{:.2e}"),
@@ -527,6 +529,7 @@ def run_suite(
     if cfg["kind"] == "methods":
         add_comparisons(results["rows"], cfg)
         plot_suite(run, results)
+        plot_suite_curves(run, results)
     run.write_json("results.json", results)
     run.write_text("results.md", markdown(results))
     return {**results, "folder": str(run.path)}
