@@ -1,6 +1,7 @@
 """Rewrites the README's generated results blocks: the comparison suite from
 benchmarks/results/suite_*/ (`qflow bench`), the Lindblad engines from
-benchmarks/results/*.json.
+benchmarks/results/*.json, the large Q-Flow runs from
+benchmarks/results/scale/NAME/summary.json (`qflow run configs/NAME.yaml`).
 
 Run after the benchmarks: python scripts/readme_results.py
 """
@@ -14,8 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SUITE_START, SUITE_END = "<!-- suite:start -->", "<!-- suite:end -->"
-SUITES = ("dims", "bosonic", "engines")
-PLOTS = ("error_vs_dim", "kl_vs_dim", "time_vs_dim", "memory_vs_dim")
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
+SUITES = ("dims", "bosonic", "engines", "paper")
+PLOTS = ("curves", "error_vs_dim", "kl_vs_dim", "time_vs_dim", "memory_vs_dim")
 
 
 def _machine(data: dict) -> str:
@@ -140,6 +142,32 @@ def _suite(folder: Path) -> list[str]:
     return lines
 
 
+def _scale(folders: list[Path]) -> list[str]:
+    """One row per large `qflow run` (its summary.json), with its figures."""
+    lines = [
+        "| config | method | real dims | t_end | wall (s) | evolution (s) | "
+        "max err <n_j> / max(<n_j>, 1) | max centroid error | max KL(Q, q) | "
+        "max residual (out of sample) | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        s = json.loads((folder / "summary.json").read_text())
+        cfg, m, tm, v = s["config"], s["metrics"], s["timings_s"], s["versions"]
+        lines.append(
+            f"| `configs/{cfg['name']}.yaml` | {cfg['method']} | "
+            f"{2 * cfg['model']['modes']} | {cfg['times']['t_end']:g} | "
+            f"{tm['wall_this_session']:.0f} | {tm['evolution_s']:.0f} | "
+            f"{m['max_scaled_error_n']:.2e} | {m['max_centroid_error']:.2e} | "
+            f"{m['max_kl_exact_flow']:.1e} | {m['max_pde_residual_test']:.1e} | "
+            f"{v['jax_backend']}, jax {v['jax']} |"
+        )
+    lines.append("")
+    for folder in folders:
+        rel = folder.relative_to(ROOT).as_posix()
+        lines.append(f"![{folder.name}]({rel}/observables.png)")
+    return [*lines, ""]
+
+
 def _replace(text: str, start: str, end: str, blocks: list[str]) -> str:
     body = "\n".join([start, "", *blocks, end])
     return re.sub(re.escape(start) + ".*?" + re.escape(end), body, text, flags=re.S)
@@ -159,8 +187,10 @@ def main() -> None:
             path = results / f"{name}{suffix}.json"
             if path.exists():
                 blocks += render(json.loads(path.read_text())) + [""]
+    scale = sorted(p.parent for p in (results / "scale").glob("*/summary.json"))
     readme = ROOT / "README.md"
     text = _replace(readme.read_text(), SUITE_START, SUITE_END, suites)
+    text = _replace(text, SCALE_START, SCALE_END, _scale(scale))
     readme.write_text(_replace(text, START, END, blocks))
     print(f"updated {readme}")
 

@@ -760,17 +760,24 @@ def _plot(run, cfg, t, n_flow, n_ref, records, grid, q_flow, q_ref, N) -> None:
         ylabel="<a^dag a> (band: +-1 standard error)",
         title=f"{title} vs reference",
     )
+    later = records[1:]
+    mode = cfg["metrics"]["mode"]
+    errors = {
+        "max |<n_j> error| / max(<n_j>, 1)": [r["max_scaled_error_n"] for r in later],
+        "centroid error |E_q[alpha] - <a>|": [r["centroid_error"] for r in later],
+        f"L1 of Q marginal (mode {mode})": [r["l1_q"] for r in later],
+        "KL(Q_ref || q) on the grid": [r["kl_grid"] for r in later],
+        "TDVP residual, out of sample": [r["pde_residual_test"] for r in later],
+    }
+    if "kl_exact_flow" in records[-1]:
+        errors["KL(Q || q), all modes"] = [r["kl_exact_flow"] for r in later]
+    floor = [r["l1_q_noise_floor"] for r in later]
     plot_curves(
         run,
         "errors.png",
         t[1:],
-        {
-            "max rel. error <n>": [r["max_rel_error_n"] for r in records[1:]],
-            f"L1 of Q marginal (mode {cfg['metrics']['mode']})": [
-                r["l1_q"] for r in records[1:]
-            ],
-            "KL(Q_ref || q) on the grid": [r["kl_grid"] for r in records[1:]],
-        },
+        errors,
+        {"L1 sampling floor": floor} if any(floor) else None,
         ylabel="error",
         title=f"{title}: errors against the reference",
         logy=True,
