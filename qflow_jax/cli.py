@@ -5,7 +5,7 @@
         [--coordinator HOST:PORT --num-processes N --process-id I]  several processes
     qflow pinn CONFIG [--out DIR]       the PINN baseline on a damped problem
     qflow collect FOLDER... [--out DIR]  one table from several runs' summaries
-    qflow bench SUITE [--quick] [--out DIR]  comparison suite: dims, bosonic, engines
+    qflow bench SUITE [--quick] [--out DIR]  comparison suite (dims, bosonic, ...)
     qflow lindblad CONFIG [--out DIR]   a Lindblad problem from a YAML config
     qflow blended CONFIG [--out DIR]    a qubit network against its blended dynamics
 
@@ -165,12 +165,14 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         help="the comparison suite (Q-Flow vs grids, PINN, exact; engines vs peers)",
-        description="Run a comparison suite (dims, bosonic, engines: shipped with "
-        "the package; or a path to "
-        "a suite YAML): every method at every size within the same budgets; writes "
-        "results.json, results.md and log-log plots.",
+        description="Run a comparison suite (dims, bosonic, engines, paper: "
+        "shipped with the package; or a path to a suite YAML): every method at "
+        "every size within the same budgets; writes results.json, results.md, "
+        "log-log plots and the curves against time.",
     )
-    bench.add_argument("suite", help="dims, bosonic, engines, or a suite YAML path")
+    bench.add_argument(
+        "suite", help="dims, bosonic, engines, paper, or a suite YAML path"
+    )
     bench.add_argument("--out", help="results folder (default runs/bench_SUITE)")
     bench.add_argument(
         "--quick", action="store_true", help="small sizes and few steps (minutes)"

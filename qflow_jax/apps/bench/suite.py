@@ -1,18 +1,19 @@
 """`qflow bench SUITE`: the comparison suite, one command for the whole table.
 
-A suite config (YAML; the shipped ones, `dims`, `bosonic`, `engines`, are package
-data in `qflow_jax/apps/bench/suites/`, so `qflow bench NAME` works from any folder)
-names the problem family, the sizes
+A suite config (YAML; the shipped ones, `dims`, `bosonic`, `engines`, `paper`, are
+package data in `qflow_jax/apps/bench/suites/`, so `qflow bench NAME` works from any
+folder) names the problem family, the sizes
 (real dimensions 2N), the budgets and the methods with their settings; nothing about
 a method's settings lives in code. Two suite kinds:
 
-- `methods` (suites `dims`, `bosonic`): for every size, every method runs in a fresh
-  process (`qflow_jax.apps.bench.methods`) with the same time budget, so that a method
-  over the budget is stopped and its peak memory is its own. A method that cannot
-  run at a size is recorded as out of reach with the reason: the memory estimate
-  over the budget (grids, before anything is allocated), the Fock reference too
-  large, the time budget exceeded (measured: the process was stopped; or estimated:
-  it was already over the budget at a smaller size). Nothing is skipped silently.
+- `methods` (suites `dims`, `bosonic`, `paper`): for every size, every method runs
+  in a fresh process (`qflow_jax.apps.bench.methods`) with the same time budget, so
+  that a method over the budget is stopped and its peak memory is its own. A method
+  that cannot run at a size is recorded as out of reach with the reason: the memory
+  estimate over the budget (grids, before anything is allocated), the Fock reference
+  too large, the time budget exceeded (measured: the process was stopped; or
+  estimated: it was already over the budget at a smaller size). Nothing is skipped
+  silently.
 - `engines`: the Lindblad benchmarks (`benchmarks/lindblad_bosonic.py`,
   `benchmarks/network.py`) against QuTiP and dynamiqs, run as scripts; their rows
   join the same report. The scripts are part of the source tree, not of the
