@@ -236,7 +236,7 @@ def plot_suite_curves(run: RunFolder, results: dict[str, Any]) -> Path | None:
     for col, dim in enumerate(sizes):
         at = {r["method"]: r for r in rows if r["dim"] == dim}
         missing = [
-            r["method"]
+            f"{r['method']} ({r.get('status')})"
             for r in results["rows"]
             if r["dim"] == dim and r["method"] != "exact" and r["method"] not in at
         ]
@@ -270,7 +270,7 @@ def plot_suite_curves(run: RunFolder, results: dict[str, Any]) -> Path | None:
             if row == 0:
                 title = f"{dim // 2} site{'s' * (dim > 2)} (d = {dim})"
                 if missing:
-                    title += "\nout of reach: " + ", ".join(missing)
+                    title += "\nno curve: " + ", ".join(missing)
                 ax.set_title(title, fontsize=8)
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
