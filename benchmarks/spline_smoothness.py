@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qflow_jax.evolution._flowfns import logq_fn, sample_and_log_prob
-from qflow_jax.flows import NormalizingFlow
+from qflow_jax.flows import NormalizingFlow, perturb_params
 from qflow_jax.husimi import a, adag, compile_qpde, dlogq_dt
 
 
@@ -32,13 +32,7 @@ def moved_flow(coupling: str, scale: float, seed: int = 0):
     """A 2-D flow whose parameters are moved by N(0, scale^2) off the start."""
     flow = NormalizingFlow(dim=2, coupling=coupling, n_bins=6, hidden=(32, 32))
     params = flow.init(jax.random.key(seed), jnp.zeros((1, 2)))
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [
-        p + scale * jax.random.normal(k, p.shape)
-        for p, k in zip(leaves, keys, strict=True)
-    ]
-    return flow, jax.tree_util.tree_unflatten(tree, leaves)
+    return flow, perturb_params(params, jax.random.key(seed + 1), scale)
 
 
 def main() -> None:

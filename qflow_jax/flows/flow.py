@@ -198,3 +198,23 @@ class NormalizingFlow(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """n samples and their log q, shapes (n, dim) and (n,)."""
         return self.distribution().sample_and_log_prob(seed=key, sample_shape=(n,))
+
+
+def perturb_params(params: Any, key: jax.Array, scale: float) -> Any:
+    """`params` with every entry moved by independent N(0, scale^2) noise: a flow
+    away from its Gaussian start, for tests and measurements of the flow's contract.
+
+    Examples:
+        >>> flow = NormalizingFlow(dim=2, n_layers=1, hidden=(4,))
+        >>> params = flow.init(jax.random.key(0), jnp.zeros((1, 2)))
+        >>> moved = perturb_params(params, jax.random.key(1), 0.1)
+        >>> jax.tree.structure(moved) == jax.tree.structure(params)
+        True
+    """
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    moved = [
+        p + scale * jax.random.normal(k, p.shape, p.dtype)
+        for p, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(tree, moved)

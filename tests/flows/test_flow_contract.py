@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qflow_jax.flows import NormalizingFlow
+from qflow_jax.flows import NormalizingFlow, perturb_params
 
 LAYOUTS = [
     dict(dim=2, coupling="affine"),
@@ -29,13 +29,7 @@ def perturbed(layout, scale=0.1, seed=0):
     numerically singular, which would test the perturbation, not the flow)."""
     flow = NormalizingFlow(**{"hidden": (32, 32), **layout}, init_mean=0.3)
     params = flow.init(jax.random.key(seed), jnp.zeros((1, layout["dim"])))
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [
-        p + scale * jax.random.normal(k, p.shape)
-        for p, k in zip(leaves, keys, strict=True)
-    ]
-    return flow, jax.tree_util.tree_unflatten(tree, leaves)
+    return flow, perturb_params(params, jax.random.key(seed + 1), scale)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
