@@ -57,7 +57,7 @@ from qflow_jax.evolution.euler_kl import EulerKLSettings
 from qflow_jax.evolution.evolve import evolve
 from qflow_jax.evolution.observables import normalization, sample_observables
 from qflow_jax.evolution.pretrain import PretrainSettings, pretrain
-from qflow_jax.evolution.tdvp import TDVPSettings, tdvp_residual
+from qflow_jax.evolution.tdvp import TDVP, TDVPSettings, tdvp_residual
 from qflow_jax.flows import NormalizingFlow
 from qflow_jax.husimi.expressions import RESERVED, model_operators
 from qflow_jax.husimi.initial import (
@@ -306,10 +306,11 @@ DEFAULT_QFLOW_CONFIG: dict[str, Any] = {
 
 
 def _evaluate(
-    flow, params, problem: Reference, grid: MarginalGrid, i: int, t: float, key, cfg
+    flow, params, setup: QFlowSetup, i: int, t: float, key
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of the flow at save time i against the reference; also the flow's
     Q marginal on the grid."""
+    cfg, problem, grid = setup.cfg, setup.problem, setup.grid
     n_samples, m = cfg["eval_samples"], grid.mode
     k1, k2, k3 = jax.random.split(key, 3)
     x, _ = sample_and_log_prob(flow, params, k1, n_samples)
@@ -339,24 +340,36 @@ def _evaluate(
     kl = problem.kl_exact(i, logq_fn(flow, params), k2, n_samples)
     if kl is not None:
         record["kl_exact_flow"] = kl
-    record.update(_residuals(flow, params, problem.pde, k3, cfg))
+    record.update(_residuals(flow, params, setup, k3, t))
     return record, q
 
 
-def _residuals(flow, params, pde, key, cfg) -> dict[str, float]:
-    """The TDVP residual of the flow at this time, in and out of sample
-    (`tdvp_residual`), with the run's TDVP settings (an Euler-KL run: TDVP's
-    defaults with its batch size): how much of the PDE's motion the flow misses."""
+def _residual_method(cfg: dict[str, Any]) -> TDVP:
+    """The TDVP of the residual measurement: the run's own, or for an Euler-KL run
+    TDVP's defaults with its batch size."""
     if cfg["method"] == "tdvp":
-        method = _settings(cfg).method()
-    else:
-        method = TDVPSettings(batch_size=cfg["euler_kl"]["batch_size"]).method()
+        return _settings(cfg).method()
+    return TDVPSettings(batch_size=cfg["euler_kl"]["batch_size"]).method()
+
+
+def _residuals(flow, params, setup: QFlowSetup, key, t: float) -> dict[str, float]:
+    """The TDVP residual of the flow at time t, in and out of sample
+    (`tdvp_residual`): how much of the PDE's motion the flow misses. A non-finite
+    residual raises: the flow's scores or the PDE's s are non-finite on its own
+    samples."""
+    method = setup.residual_method
     z = jax.random.normal(key, (2, method.batch_size, flow.dim))
-    res = tdvp_residual(flow, pde, params, z[0], z[1], method)
-    return {
+    res = tdvp_residual(flow, setup.problem.pde, params, z[0], z[1], method)
+    out = {
         "pde_residual": float(res["residual"]),
         "pde_residual_test": float(res["residual_test"]),
     }
+    if not all(np.isfinite(v) for v in out.values()):
+        raise RuntimeError(
+            f"the TDVP residual of the flow at t = {t:.4g} is non-finite ({out}): "
+            "its scores or d log Q/dt are non-finite on its own samples"
+        )
+    return out
 
 
 # --------------------------------------------------------------------- checkpoints
@@ -523,6 +536,7 @@ class QFlowSetup:
             reference marginals (`problem.q_marginal`), exact KL where known.
         tsave: save times.
         grid: the `MarginalGrid` of `metrics.mode`.
+        residual_method: the `TDVP` whose residual is recorded at every save time.
     """
 
     cfg: dict[str, Any]
@@ -530,6 +544,7 @@ class QFlowSetup:
     problem: Reference
     tsave: np.ndarray
     grid: MarginalGrid
+    residual_method: TDVP
 
 
 def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
@@ -548,7 +563,9 @@ def _setup(cfg: dict[str, Any]) -> QFlowSetup:
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     initial = _initial(cfg)
     problem = _problem(cfg, initial, tsave)
-    return QFlowSetup(cfg, initial, problem, tsave, _grid(cfg, problem))
+    return QFlowSetup(
+        cfg, initial, problem, tsave, _grid(cfg, problem), _residual_method(cfg)
+    )
 
 
 def run_qflow(
@@ -603,7 +620,7 @@ def run_qflow(
             params = state["pretrain"].pop("params")
             state["timings"]["pretrain_s"] = time.perf_counter() - began
         began = time.perf_counter()
-        record, q0 = _evaluate(flow, params, problem, grid, 0, 0.0, eval_key, cfg)
+        record, q0 = _evaluate(flow, params, setup, 0, 0.0, eval_key)
         state["timings"]["evaluation_s"] += time.perf_counter() - began
         state["records"], q_flow = [record], [q0]
         _save_checkpoint(ckpts, 0, params, state, q_flow, cfg)
@@ -639,12 +656,10 @@ def run_qflow(
         record, q = _evaluate(
             flow,
             params,
-            problem,
-            grid,
+            setup,
             i + 1,
             tsave[i + 1],
             jax.random.fold_in(eval_key, i + 1),
-            cfg,
         )
         timings["evaluation_s"] += time.perf_counter() - began
         if not np.isfinite(record["max_abs_error_n"]):

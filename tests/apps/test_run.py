@@ -204,3 +204,14 @@ def test_yaml_reads_exponent_numbers_as_floats(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text('a: 1e-3\nb: -3E4\nc: 2\nd: "1e-3"\ne: .5\n')
     assert load_yaml(path) == {"a": 1e-3, "b": -3e4, "c": 2, "d": "1e-3", "e": 0.5}
+
+
+def test_a_non_finite_residual_stops_the_run(tmp_path, monkeypatch):
+    # the residual is recorded at every save time; NaN there is a failure, not a value
+    def nan_residual(*args, **kwargs):
+        return {"residual": np.nan, "residual_test": 0.5}
+
+    monkeypatch.setattr(run_module, "tdvp_residual", nan_residual)
+    cfg = tiny(times={"t_end": 0.05, "n_save": 2}, pretrain={"max_steps": 1})
+    with pytest.raises(RuntimeError, match=r"TDVP residual of the flow at t = 0 is"):
+        run_qflow(cfg, tmp_path, progress=False)
