@@ -59,7 +59,7 @@ _MODULES = {
     "qflow_jax.core.result": "SolveResult",
     "qflow_jax.core.timeops": "constant modulated timecallable",
     "qflow_jax.husimi": "QPDE Grid GridSolution compile_qpde husimi_q solve_grid",
-    "qflow_jax.lindblad": "MESolveResult TruncationError mesolve",
+    "qflow_jax.lindblad": "ENRBasis MESolveResult TruncationError mesolve",
     "qflow_jax.network": (
         "NetworkResult QubitNetwork ReducedResult blended_lindbladian "
         "blended_network_mesolve blended_trajectory k_sweep laplacian_spectrum "
@@ -159,6 +159,7 @@ __all__ = [
     "laplacian_spectrum",
     # operators and states
     "basis",
+    "ENRBasis",
     "coherent",
     "coherent_dm",
     "create",
