@@ -362,3 +362,49 @@ def test_bad_method_arguments():
         basis.full_indices([3, 3])
     with pytest.raises(ValueError, match="psi_full"):
         basis.project(jnp.ones(26), [3, 3, 3])
+
+
+# ------------------------------------------------------------- Husimi Q of kets
+
+
+def test_husimi_q_of_an_ensemble_equals_q_of_its_density_matrix():
+    # Q of the mixture (1/n) sum |psi_i><psi_i| on the full tensor product
+    # (qflow_jax.husimi.husimi_q), its standard error from the per-ket values
+    from qflow_jax.husimi import husimi_q
+
+    basis, dims = ENRBasis(3, 4), [5, 5, 5]
+    rng = np.random.default_rng(3)
+    kets = rng.normal(size=(6, basis.dim)) + 1j * rng.normal(size=(6, basis.dim))
+    kets /= np.linalg.norm(kets, axis=1, keepdims=True)
+    full = np.asarray(basis.embed(jnp.asarray(kets.T), dims))  # (125, 6)
+    rho = full @ full.conj().T / 6
+    alpha = rng.normal(size=(7, 3)) + 1j * rng.normal(size=(7, 3))
+    q, err = basis.husimi_q(kets, alpha, batch_size=3)
+    np.testing.assert_allclose(q, husimi_q(rho, alpha, dims), rtol=1e-12, atol=1e-16)
+    per_ket = np.stack(
+        [husimi_q(np.outer(f, f.conj()), alpha, dims) for f in full.T], axis=1
+    )
+    np.testing.assert_allclose(
+        err, per_ket.std(1, ddof=1) / np.sqrt(6), rtol=1e-10, atol=1e-16
+    )
+
+
+def test_husimi_q_of_a_coherent_product_is_the_gaussian():
+    basis = ENRBasis(3, 30)
+    beta = np.array([1.0 + 0.5j, -0.3j, 0.7])
+    ket, lost = basis.coherent_product(beta)
+    assert lost < 1e-14
+    alpha = beta + np.array([[0, 0, 0], [0.3, -0.2j, 0.1], [1.0, 1.0, 1.0j]])
+    q, err = basis.husimi_q(ket[None, :, 0], alpha)
+    exact = np.exp(-np.sum(np.abs(alpha - beta) ** 2, axis=1)) / np.pi**3
+    np.testing.assert_allclose(q, exact, rtol=1e-10)
+    assert np.all(np.asarray(err) == 0)  # one ket: no spread
+
+
+def test_husimi_q_checks_its_arguments():
+    basis = ENRBasis(2, 3)
+    kets = jnp.ones((2, basis.dim)) / np.sqrt(basis.dim)
+    with pytest.raises(ValueError, match="`kets` must have shape"):
+        basis.husimi_q(jnp.ones((2, 5)), [0.0, 0.0])
+    with pytest.raises(ValueError, match="`alpha` must have shape"):
+        basis.husimi_q(kets, [0.0, 0.0, 0.0])
