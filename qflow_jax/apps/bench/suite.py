@@ -672,7 +672,8 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The suite's tables as markdown (results.md)."""
+    """The suite's tables as markdown (results.md); an optional `results["note"]`
+    (how the run was made) follows the command."""
     cfg, machine = results["config"], results["machine"]
     lines = [
         f"# Suite `{results['suite']}`" + (" (quick)" if results["quick"] else ""),
@@ -684,7 +685,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"jax {machine['jax']}. Budgets per method and size: "
         f"{cfg['budgets']['time_s']:.0f} s, {cfg['budgets']['memory_gib']:g} GiB.",
         "",
-        f"Command: `{results['invocation']}`",
+        f"Command: `{results['invocation']}`"
+        + (f" ({results['note']})" if results.get("note") else ""),
         "",
     ]
     rows = results["rows"]
