@@ -59,7 +59,9 @@ _MODULES = {
     "qflow_jax.core.result": "SolveResult",
     "qflow_jax.core.timeops": "constant modulated timecallable",
     "qflow_jax.husimi": "QPDE Grid GridSolution compile_qpde husimi_q solve_grid",
-    "qflow_jax.lindblad": "ENRBasis MESolveResult TruncationError mesolve",
+    "qflow_jax.lindblad": (
+        "ENRBasis MCSolveResult MESolveResult TruncationError mcsolve mesolve"
+    ),
     "qflow_jax.network": (
         "NetworkResult QubitNetwork ReducedResult blended_lindbladian "
         "blended_network_mesolve blended_trajectory k_sweep laplacian_spectrum "
@@ -104,6 +106,7 @@ def __dir__() -> list[str]:
 __all__ = [
     # solvers
     "mesolve",
+    "mcsolve",
     "network_mesolve",
     "solve_reduced",
     "blended_network_mesolve",
@@ -115,6 +118,7 @@ __all__ = [
     # results
     "SolveResult",
     "MESolveResult",
+    "MCSolveResult",
     "TruncationError",
     "NetworkResult",
     "ReducedResult",

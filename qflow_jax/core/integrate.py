@@ -23,7 +23,13 @@ import numpy as np
 
 from qflow_jax.core.methods import AbstractMethod
 
-__all__ = ["Integration", "integrate", "raise_if_failed", "rhs_per_step"]
+__all__ = [
+    "Integration",
+    "error_if_failed",
+    "integrate",
+    "raise_if_failed",
+    "rhs_per_step",
+]
 
 # failure codes of `Integration.status`
 OK, STEP_LIMIT, NON_FINITE, STEP_FAILED = 0, 1, 2, 3
@@ -39,13 +45,18 @@ class Integration(eqx.Module):
         stats: num_steps, num_accepted_steps, num_rejected_steps and num_rhs (the
             right-hand-side evaluations of an explicit Runge-Kutta method, from its
             tableau; absent for implicit methods).
-        status: 0 success, 1 step limit, 2 non-finite state, 3 failed step.
+        status: 0 success (an event counts as success), 1 step limit, 2 non-finite
+            state, 3 failed step (or an event whose root find failed).
+        t_final: the time the solve ended: tsave[-1], or the located event time.
+        event_occurred: whether the `event` stopped the solve (False without one).
     """
 
     saved: Any
     final: Any
     stats: dict[str, jax.Array]
     status: jax.Array
+    t_final: jax.Array | None = None
+    event_occurred: jax.Array | None = None
 
 
 def rhs_per_step(solver: dfx.AbstractSolver) -> int | None:
@@ -74,6 +85,23 @@ def raise_if_failed(
         raise RuntimeError(_messages(engine, max_steps, remedy)[int(bad[0])])
 
 
+def error_if_failed(
+    x: Any,
+    status: Any,
+    engine: str,
+    max_steps: int,
+    remedy: str = DEFAULT_REMEDY,
+) -> Any:
+    """`x`, carrying the failure rule of `status` (any shape; `equinox` raises when
+    the program runs, also inside `jax.jit`): the traced counterpart of
+    `raise_if_failed`."""
+    status = jnp.asarray(status).ravel()
+    first = status[jnp.argmax(status != OK)] if status.size else OK
+    return eqx.branched_error_if(
+        x, first != OK, first, _messages(engine, max_steps, remedy)
+    )
+
+
 def _messages(engine: str, max_steps: int, remedy: str) -> list[str]:
     return [
         "",
@@ -100,6 +128,7 @@ def integrate(
     progress: bool = False,
     throw: bool = True,
     remedy: str = DEFAULT_REMEDY,
+    event: dfx.Event | None = None,
 ) -> Integration:
     """Integrates from tsave[0] to tsave[-1] and saves at every time of tsave.
 
@@ -121,6 +150,11 @@ def integrate(
             pass it to `raise_if_failed` (a plain RuntimeError), TDVP rolls back
             and retries; the values must not be used when it is non-zero.
         remedy: what to try, for the failure messages.
+        event: a `diffrax.Event` that stops the solve early (with a root finder:
+            at the located time). Saves after the event time are then inf (diffrax
+            fills them so); `final`, `t_final` and `event_occurred` describe the
+            stop. `tsave` may then repeat its first time (a solve restarted at a
+            later time with `jnp.maximum(tsave, t)`: the repeated saves hold y0).
     """
     if not isinstance(terms, dfx.AbstractTerm):
         terms = dfx.ODETerm(terms)
@@ -149,6 +183,7 @@ def integrate(
             if progress
             else dfx.NoProgressMeter(),
             throw=False,
+            event=event,
         )
     saved, final = sol.ys
     final = jax.tree.map(lambda x: x[0], final)
@@ -159,7 +194,8 @@ def integrate(
         ~finite,
         NON_FINITE,
         jnp.where(
-            sol.result == dfx.RESULTS.successful,
+            (sol.result == dfx.RESULTS.successful)
+            | (sol.result == dfx.RESULTS.event_occurred),
             OK,
             jnp.where(
                 sol.result == dfx.RESULTS.max_steps_reached, STEP_LIMIT, STEP_FAILED
@@ -177,10 +213,12 @@ def integrate(
             sol.stats["num_steps"] * per_step + 1 + 2 * (method.dt0 is None)
         )
     if throw:
-        saved, final = eqx.branched_error_if(
-            (saved, final),
-            status != OK,
-            status,
-            _messages(engine, method.max_steps, remedy),
+        saved, final = error_if_failed(
+            (saved, final), status, engine, method.max_steps, remedy
         )
-    return Integration(saved, final, stats, status)
+    event_occurred = (
+        jnp.asarray(False)
+        if event is None
+        else sol.result == dfx.RESULTS.event_occurred
+    )
+    return Integration(saved, final, stats, status, sol.ts[1][0], event_occurred)

@@ -1,7 +1,9 @@
-"""Lindblad engine: dense master-equation solvers on diffrax, and the
-excitation-number-restricted basis of many bosonic modes."""
+"""Lindblad engine: master-equation solvers on diffrax (`mesolve` for the density
+matrix, `mcsolve` for quantum trajectories), and the excitation-number-restricted
+basis of many bosonic modes."""
 
 from qflow_jax.lindblad.enr import ENRBasis
+from qflow_jax.lindblad.mcsolve import MCSolveResult, mcsolve
 from qflow_jax.lindblad.mesolve import (
     MESOLVE_METHODS,
     MESolveResult,
@@ -9,4 +11,12 @@ from qflow_jax.lindblad.mesolve import (
     mesolve,
 )
 
-__all__ = ["MESOLVE_METHODS", "ENRBasis", "MESolveResult", "TruncationError", "mesolve"]
+__all__ = [
+    "MESOLVE_METHODS",
+    "ENRBasis",
+    "MCSolveResult",
+    "MESolveResult",
+    "TruncationError",
+    "mcsolve",
+    "mesolve",
+]

@@ -15,8 +15,6 @@ import numpy as np
 
 from qflow_jax.core.checks import (
     check_density,
-    check_finite,
-    check_hermitian,
     check_square,
     check_tsave,
     dag,
@@ -32,13 +30,13 @@ from qflow_jax.core.methods import (
     method_from,
 )
 from qflow_jax.core.result import SolveResult
-from qflow_jax.core.timeops import (
-    AbsSquared,
-    AbstractTimeOperator,
-    CallableOperator,
-    ConstantOperator,
-    JumpDecay,
-    ModulatedOperator,
+from qflow_jax.core.timeops import AbsSquared, JumpDecay
+from qflow_jax.lindblad._inputs import (
+    check_hermitian_h,
+    exp_operators,
+    is_sequential,
+    jump_list,
+    split_terms,
 )
 from qflow_jax.lindblad._ops import make_op
 from qflow_jax.lindblad.lawson import LawsonSolver
@@ -79,118 +77,6 @@ class MESolveResult(SolveResult):
 
 
 # ----------------------------------------------------------------- input parsing
-
-Term = tuple[Callable[[jax.Array], jax.Array] | None, jax.Array]
-
-
-def _time_operators(x: Any, name: str, dtype: Any) -> list[tuple[str, Any]]:
-    """H (or one jump operator) as (name, time operator) terms: QuTiP-style lists,
-    pairs [A, f], callables and arrays become `timeops` objects."""
-    if isinstance(x, AbstractTimeOperator):
-        return [(name, x)]
-    if callable(x) and not hasattr(x, "shape") and type(x).__name__ != "Qobj":
-        return [(name, CallableOperator(x, dtype))]
-    if _is_pair(x):
-        return [(name, ModulatedOperator(to_array(x[0], f"{name}[0]", dtype), x[1]))]
-    if isinstance(x, list | tuple):
-        return [
-            term
-            for i, item in enumerate(x)
-            for term in _time_operators(item, f"{name}[{i}]", dtype)
-        ]
-    return [(name, ConstantOperator(to_array(x, name, dtype)))]
-
-
-def _split_terms(
-    x: Any, name: str, dtype: Any, t0: jax.Array, n: int
-) -> tuple[list[Term], list[Callable[[jax.Array], jax.Array]]]:
-    """Checked (coefficient or None, array) terms and callable terms of H or of one
-    jump operator."""
-    terms, fns = [], []
-    for label, op in _time_operators(x, name, dtype):
-        if isinstance(op, CallableOperator):
-            op = CallableOperator(op.f, dtype)
-            value = op(t0)
-            if tuple(value.shape) != (n, n):
-                raise ValueError(
-                    f"`{label}` is a callable of t that returns shape "
-                    f"{tuple(value.shape)}, expected ({n}, {n}) at t = tsave[0]"
-                )
-            check_finite(value, label)
-            fns.append(op)
-            continue
-        mat = op.mat.astype(dtype)
-        check_square(mat, label)
-        if mat.shape[-1] != n:
-            raise ValueError(
-                f"`{label}` has dimension {mat.shape[-1]} but `rho0` has dimension {n}"
-            )
-        mat = check_finite(mat, label)
-        if isinstance(op, ModulatedOperator):
-            c0 = jnp.asarray(op.f(t0))
-            if c0.ndim != 0:
-                raise ValueError(
-                    f"the coefficient of `{label}` must return a scalar, got shape "
-                    f"{tuple(c0.shape)}"
-                )
-            terms.append((op.f, mat))
-        else:
-            terms.append((None, mat))
-    return terms, fns
-
-
-def _check_hermitian_h(
-    terms: list[Term],
-    fns: list[Callable[[jax.Array], jax.Array]],
-    tsave: jax.Array,
-    rho0: jax.Array,
-) -> jax.Array:
-    """Checks H(t) Hermitian: its static part as given, the whole H(t) (modulated
-    and callable terms included) at the first, middle and last save times; returns
-    rho0 carrying the checks of traced values."""
-    static = [a for c, a in terms if c is None]
-    if static:
-        add = np.add if is_concrete(static) else jnp.add  # no eager JAX op on NumPy
-        rho0 = check_hermitian(functools.reduce(add, static), "H", attach_to=rho0)
-    if len(static) == len(terms) and not fns:
-        return rho0
-    for k in (0, tsave.shape[0] // 2, tsave.shape[0] - 1):
-        t = tsave[k]
-        parts = [a if c is None else c(t) * a for c, a in terms] + [f(t) for f in fns]
-        H_t = functools.reduce(jnp.add, parts)
-        where = f" at t = tsave[{k}] (H(t) with its time-dependent terms)"
-        rho0 = check_finite(H_t, "H", attach_to=rho0, where=where)
-        rho0 = check_hermitian(H_t, "H", attach_to=rho0, where=where)
-    return rho0
-
-
-def _is_pair(x: Any) -> bool:
-    return (
-        isinstance(x, list | tuple)
-        and len(x) == 2
-        and not isinstance(x[0], AbstractTimeOperator)
-        and callable(x[1])
-        and not isinstance(x[1], AbstractTimeOperator)
-        and not hasattr(x[1], "shape")
-    )
-
-
-def _jump_list(jump_ops: Any) -> list[Any]:
-    if jump_ops is None:
-        return []
-    if hasattr(jump_ops, "shape") or type(jump_ops).__name__ == "Qobj":
-        arr = to_array(jump_ops, "jump_ops")
-        if arr.ndim == 2:
-            return [arr]
-        if arr.ndim == 3:
-            return list(arr)
-        raise ValueError(
-            "`jump_ops` must be a list of (..., n, n) operators (or an (k, n, n) "
-            f"array), got an array of shape {tuple(arr.shape)}"
-        )
-    if callable(jump_ops) or isinstance(jump_ops, AbstractTimeOperator):
-        return [jump_ops]
-    return list(jump_ops)
 
 
 def _broadcast_batch(
@@ -444,31 +330,21 @@ def mesolve(
     method = method_from(
         method, rtol=rtol, atol=atol, max_steps=max_steps, allowed=MESOLVE_METHODS
     )
-    sequential = _sequential(batch_mode)
+    sequential = is_sequential(batch_mode)
     rho0 = check_density(rho0, "rho0")
 
-    h_terms, h_fns = _split_terms(H, "H", dtype, tsave[0], n)
-    jumps = _jump_list(jump_ops)
+    h_terms, h_fns = split_terms(H, "H", dtype, tsave[0], n)
+    jumps = jump_list(jump_ops)
     l_terms, l_fns = [], []
     for k, L in enumerate(jumps):
-        t_k, f_k = _split_terms(L, f"jump_ops[{k}]", dtype, tsave[0], n)
+        t_k, f_k = split_terms(L, f"jump_ops[{k}]", dtype, tsave[0], n)
         l_terms += t_k
         l_fns += f_k
-    rho0 = _check_hermitian_h(h_terms, h_fns, tsave, rho0)
+    rho0 = check_hermitian_h(h_terms, h_fns, tsave, rho0)
 
     exp_arr = None
     if exp_ops is not None:
-        ops = list(exp_ops) if not hasattr(exp_ops, "shape") else [exp_ops]
-        if hasattr(exp_ops, "shape") and to_array(exp_ops, "exp_ops").ndim == 3:
-            ops = list(to_array(exp_ops, "exp_ops"))
-        exp_arr = jnp.stack(
-            [to_array(o, f"exp_ops[{i}]", dtype) for i, o in enumerate(ops)]
-        )
-        if exp_arr.shape[1:] != (n, n):
-            raise ValueError(
-                f"`exp_ops` must be (n, n) operators with n = {n}, got shape "
-                f"{tuple(exp_arr.shape[1:])}"
-            )
+        exp_arr = jnp.stack(exp_operators(exp_ops, n, dtype))
 
     n_exp = 0 if exp_arr is None else exp_arr.shape[0]
     if fock_dims is not None:
@@ -664,13 +540,3 @@ def _diagonal_dominates(xp, h_diag, l_diag, offdiag) -> bool:
 
 def _dag(xp, x):
     return xp.conj(xp.swapaxes(x, -1, -2))
-
-
-def _sequential(batch_mode: str) -> bool:
-    if batch_mode == "auto":
-        return jax.default_backend() == "cpu"
-    if batch_mode not in ("map", "vmap"):
-        raise ValueError(
-            f"`batch_mode` must be 'auto', 'map' or 'vmap', got {batch_mode!r}"
-        )
-    return batch_mode == "map"
