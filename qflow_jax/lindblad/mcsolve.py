@@ -46,7 +46,6 @@ from qflow_jax.lindblad._inputs import (
     split_terms,
     to_scipy,
 )
-from qflow_jax.parallel import data_mesh, map_batch
 
 __all__ = [
     "DEFAULT_MAX_JUMPS",
@@ -370,7 +369,7 @@ def _run_batch(
     first: jax.Array,
 ) -> dict[str, Any]:
     """Trajectories first, ..., first + batch_size - 1 (trajectory i uses the key
-    fold_in(key, i)), vmapped or mapped, split over the devices (`map_batch`)."""
+    fold_in(key, i)), vmapped or mapped on the device that holds `first`."""
 
     def one(i: jax.Array) -> dict[str, Any]:
         return _trajectory(
@@ -378,7 +377,24 @@ def _run_batch(
         )
 
     idx = first + jnp.arange(settings.batch_size, dtype=jnp.int32)
-    return map_batch(one, idx, sequential=settings.sequential)
+    return jax.lax.map(one, idx) if settings.sequential else jax.vmap(one)(idx)
+
+
+def _run_on_devices(
+    settings: _Settings, args: tuple[Any, ...], first: int, devices: list[Any]
+) -> list[dict[str, Any]]:
+    """One batch, its trajectories split into equal parts, part d computed on
+    devices[d]: the calls are dispatched asynchronously, so the devices run at
+    once. (Not `shard_map`: the event root find's closure conversion rejects the
+    values of its manual axes.)"""
+    starts = range(
+        first, first + settings.batch_size * len(devices), settings.batch_size
+    )
+    parts = [
+        _run_batch(settings, *args, jax.device_put(jnp.int32(start), device))
+        for start, device in zip(starts, devices, strict=True)
+    ]
+    return [jax.device_put(part, devices[0]) for part in parts]
 
 
 # ----------------------------------------------------------------- public function
@@ -471,8 +487,10 @@ def mcsolve(
             two jumps.
         max_jumps: the most jumps one trajectory may make (default 1000); more
             raises. It sizes `jump_times` and `jump_channels`.
-        batch_size: trajectories run by one compiled call (split over the
-            devices when a multiple of their number); default min(ntraj, 256)
+        batch_size: trajectories per batch, split into equal parts over the
+            local devices when a multiple of their number (each part one compiled
+            call on its device, all dispatched at once; with traced inputs, inside
+            `jax.jit`, one program on the default device); default min(ntraj, 256)
             rounded up to a multiple of the device count. The last batch is padded
             (the padding trajectories are computed and dropped). Its value is part
             of the compiled program.
@@ -600,12 +618,15 @@ def mcsolve(
             "its inputs must be concrete (not traced inside jax.jit); pass `ntraj`"
         )
 
-    # ---- batches
-    devices = data_mesh().size
+    # ---- batches, each split over the local devices (traced inputs: one program
+    # on the default device)
+    devices = jax.local_devices() if concrete else jax.local_devices()[:1]
     total = ntraj if ntraj is not None else max_ntraj
     if batch_size is None:
         batch_size = min(total, DEFAULT_BATCH_SIZE)
-        batch_size = -(-batch_size // devices) * devices
+        batch_size = -(-batch_size // len(devices)) * len(devices)
+    if batch_size % len(devices):
+        devices = devices[:1]
     settings = _Settings(
         solver=method.solver(),
         method=method,
@@ -613,7 +634,7 @@ def mcsolve(
         save_states=bool(save_states),
         e_fn=e_fn,
         max_jumps=int(max_jumps),
-        batch_size=int(batch_size),
+        batch_size=int(batch_size) // len(devices),
         sequential=sequential,
     )
     outs: list[dict[str, Any]] = []
@@ -622,19 +643,16 @@ def mcsolve(
     reached = None
     try:
         while done < total:
-            out = _run_batch(
-                settings,
-                heff,
-                channels,
-                psi0,
-                tsave,
-                exp_arr,
-                key,
-                jnp.asarray(done, jnp.int32),
-            )
-            if concrete:
-                _raise_if_failed(out, method, settings.max_jumps, done)
-            outs.append(out)
+            args = (heff, channels, psi0, tsave, exp_arr, key)
+            if len(devices) > 1:
+                parts = _run_on_devices(settings, args, done, devices)
+            else:
+                parts = [_run_batch(settings, *args, jnp.asarray(done, jnp.int32))]
+            for d, out in enumerate(parts):
+                if concrete:
+                    first = done + d * settings.batch_size
+                    _raise_if_failed(out, method, settings.max_jumps, first)
+                outs.append(out)
             done += batch_size
             if bar is not None:
                 bar.update(min(done, total) - bar.n)

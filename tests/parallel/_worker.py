@@ -1,6 +1,6 @@
-"""Runs one Euler-KL step, one TDVP theta_dot, a batched mesolve and a network
-k-sweep on however many devices XLA_FLAGS gives this process; prints the results as
-JSON."""
+"""Runs one Euler-KL step, one TDVP theta_dot, a batched mesolve, quantum
+trajectories (mcsolve) and a network k-sweep on however many devices XLA_FLAGS gives
+this process; prints the results as JSON."""
 
 import json
 
@@ -30,7 +30,7 @@ st = EulerKLSettings(
 new, _ = euler_kl_step(flow, pde, params, jax.random.key(2), st)
 
 z = jax.random.normal(jax.random.key(3), (64, 2))
-theta_dot, _ = tdvp_theta_dot(
+theta_dot, tdvp_diag = tdvp_theta_dot(
     flow, pde, ravel_pytree(params)[0], unravel, z, TDVPSettings(batch_size=64)
 )
 
@@ -39,6 +39,17 @@ A = qf.destroy(N)
 rho0 = jnp.stack([qf.coherent_dm(N, 0.3 * k) for k in range(4)])
 res = qf.mesolve(
     A.conj().T @ A, [A], rho0, jnp.linspace(0.0, 1.0, 3), exp_ops=[A.conj().T @ A]
+)
+# 16 trajectories of a damped cavity from Fock |2>, 4 per device when there are 4
+traj = qf.mcsolve(
+    A.conj().T @ A,
+    [A],
+    qf.basis(N, 2),
+    jnp.linspace(0.0, 1.0, 3),
+    key=jax.random.key(5),
+    ntraj=16,
+    batch_size=16,
+    exp_ops=[A.conj().T @ A],
 )
 # a k-sweep of a 3-qubit ring with an XX coupling (structured full-state engine)
 # and of the same ring without it (reduced-state system): 4 gains, one per device
@@ -62,7 +73,10 @@ print(
             "sample_shards": len(shard_samples(z).sharding.device_set),
             "euler_kl": np.asarray(ravel_pytree(new)[0]).tolist(),
             "theta_dot": np.asarray(theta_dot).tolist(),
+            "tdvp_residual": float(tdvp_diag["residual"]),
             "mesolve_n": np.asarray(res.expects.real).tolist(),
+            "mcsolve_n": np.asarray(traj.expects.real).tolist(),
+            "mcsolve_jump_times": np.asarray(traj.jump_times[:, :2]).tolist(),
             "sweep": np.stack(sweeps).real.tolist(),
         }
     )

@@ -48,14 +48,19 @@ def test_four_devices_split_the_samples(results):
     assert (four["devices"], four["sample_shards"]) == (4, 4)
 
 
-# The flow's parameters are float32 (Flax's default): ten Adam steps from sums taken
-# in another order differ by a few float32 ulps; the rest is float64.
+# Sums are taken in another order on 4 devices. Ten Adam steps amplify those ulps
+# (euler_kl). theta_dot is a pseudo-inverse solve of 64 samples for 128 parameters:
+# its small singular values amplify them to ~1e-5 relative (measured 5.6e-5 at most),
+# while the fit it makes, the TDVP residual, agrees to 1e-9.
 @pytest.mark.parametrize(
     ("what", "rtol", "atol"),
     [
         ("euler_kl", 1e-5, 1e-7),
-        ("theta_dot", 1e-9, 1e-12),
+        ("theta_dot", 2e-4, 1e-8),
+        ("tdvp_residual", 1e-9, 1e-12),
         ("mesolve_n", 1e-9, 1e-12),
+        ("mcsolve_n", 1e-9, 1e-12),
+        ("mcsolve_jump_times", 1e-9, 1e-12),
         ("sweep", 1e-9, 1e-12),
     ],
 )
