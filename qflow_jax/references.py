@@ -11,6 +11,9 @@ reference <n_j>(t), <a_j>(t) and the single-mode Q marginals:
   engine (`mesolve`) in a truncated Fock basis built from the same operators; the
   solve refuses (`TruncationError`) when the highest level of a mode holds more
   than `max_top_population`.
+- `TrajectoryReference`: the same models where the density matrix does not fit:
+  quantum trajectories (`mcsolve`) in the excitation-number-restricted basis
+  (`ENRBasis`), whose <n_j> and <a_j> carry standard errors.
 
 Examples:
     >>> from qflow_jax.husimi import a, adag
@@ -37,13 +40,15 @@ import numpy as np
 
 from qflow_jax.husimi.algebra import BosonOp
 from qflow_jax.husimi.compiler import QPDE, compile_qpde
-from qflow_jax.husimi.initial import CoherentState, InitialState
+from qflow_jax.husimi.initial import CoherentState, FockState, InitialState
 from qflow_jax.husimi.models import DampedChain
 from qflow_jax.husimi.states import husimi_q
+from qflow_jax.lindblad.enr import ENRBasis
+from qflow_jax.lindblad.mcsolve import mcsolve
 from qflow_jax.lindblad.mesolve import mesolve
 from qflow_jax.operators import ptrace
 
-__all__ = ["ExactDampedChain", "FockReference", "Reference"]
+__all__ = ["ExactDampedChain", "FockReference", "Reference", "TrajectoryReference"]
 
 
 class Reference:
@@ -180,3 +185,124 @@ class FockReference(Reference):
         return np.asarray(
             husimi_q(self.reduced[i, mode], jnp.asarray(alphas)[..., None])
         )
+
+
+class TrajectoryReference(Reference):
+    """The Lindblad equation of H and `jump_ops` unravelled into `ntraj` quantum
+    trajectories (`mcsolve`) in the basis of at most `max_excitations` quanta
+    (`ENRBasis`), from a coherent or Fock product `initial`.
+
+    H keeps or lowers the total number of quanta for the models of this project
+    (hopping, Kerr, loss), so the only truncation is that of the initial state:
+    its weight outside the basis, `info["truncated_weight"]` (the Poisson tail of a
+    coherent start), is refused above `max_truncated_weight`.
+
+    Attributes (besides `Reference`'s):
+        n_stderr: (nt, N) standard errors of `n_ref`.
+        a_stderr: (nt, N) standard errors of `a_ref`.
+        marginal_modes: the modes whose reduced states (hence Q marginals) were
+            averaged.
+
+    Raises:
+        TypeError: an initial state that is not a coherent or Fock product.
+        ValueError: a truncated weight above `max_truncated_weight`.
+
+    Examples:
+        >>> from qflow_jax.husimi import a, adag
+        >>> tsave = np.linspace(0.0, 1.0, 3)
+        >>> ref = TrajectoryReference(
+        ...     adag(0) @ a(0), [a(0)], FockState([2]), tsave, max_excitations=2,
+        ...     ntraj=400, key=jax.random.key(0))
+        >>> exact = 2 * np.exp(-tsave)  # <n> of Fock |2> under loss
+        >>> dev = np.abs(ref.n_ref[:, 0] - exact)
+        >>> bool(np.all(dev <= 4 * ref.n_stderr[:, 0] + 1e-9))
+        True
+    """
+
+    def __init__(
+        self,
+        H: BosonOp,
+        jump_ops: Sequence[BosonOp],
+        initial: InitialState,
+        tsave: Any,
+        *,
+        max_excitations: int,
+        ntraj: int,
+        key: jax.Array,
+        marginal_modes: Sequence[int] = (0,),
+        rtol: float = 1e-6,
+        atol: float = 1e-8,
+        max_truncated_weight: float = 1e-4,
+    ):
+        N = initial.n_modes
+        self.n_modes, self.pde = N, compile_qpde(H, list(jump_ops), n_modes=N)
+        self.tsave = np.asarray(tsave, float)
+        basis = ENRBasis(N, max_excitations)
+        if isinstance(initial, CoherentState):
+            psi0, lost = basis.coherent_product(initial.alpha)
+        elif isinstance(initial, FockState):
+            if int(np.sum(initial.n)) > max_excitations:
+                raise ValueError(
+                    f"`max_excitations` ({max_excitations}) is below the "
+                    f"{int(np.sum(initial.n))} quanta of the initial Fock state"
+                )
+            psi0, lost = basis.fock_state(initial.n), 0.0
+        else:
+            raise TypeError(
+                "`initial` must be a CoherentState or FockState (a pure product "
+                f"state), got {type(initial).__name__}"
+            )
+        if lost > max_truncated_weight:
+            raise ValueError(
+                f"the basis of at most {max_excitations} quanta leaves out "
+                f"{lost:.3g} of the initial state (allowed: max_truncated_weight = "
+                f"{max_truncated_weight:g}); raise `max_excitations`"
+            )
+        self.marginal_modes = tuple(int(m) for m in marginal_modes)
+        exp_ops = [basis.number(j) for j in range(N)]
+        exp_ops += [basis.destroy(j) for j in range(N)]
+        modes = self.marginal_modes
+
+        def reduced(t, psi):
+            return jnp.stack([basis.reduced_density_matrix(psi, m) for m in modes])
+
+        started = time.perf_counter()
+        res = mcsolve(
+            basis.operator(H),
+            [basis.operator(L) for L in jump_ops],
+            psi0,
+            jnp.asarray(self.tsave),
+            key=key,
+            ntraj=ntraj,
+            exp_ops=exp_ops,
+            e_fn=reduced,
+            rtol=rtol,
+            atol=atol,
+        )
+        expects = np.asarray(res.expects).T  # (nt, 2N)
+        stderr = np.asarray(res.expects_stderr).T
+        self.n_ref, self.n_stderr = expects[:, :N].real, stderr[:, :N]
+        self.a_ref, self.a_stderr = expects[:, N:], stderr[:, N:]
+        self.reduced = np.asarray(res.e_fn_values)  # (nt, len(modes), c, c)
+        self.description = (
+            f"mcsolve, {ntraj} trajectories in the basis of at most "
+            f"{max_excitations} quanta (D = {basis.dim}), rtol {rtol:g}, atol {atol:g}"
+        )
+        self.info = {
+            "max_excitations": max_excitations,
+            "dimension": basis.dim,
+            "ntraj": ntraj,
+            "truncated_weight": float(lost),
+            "solve_s": time.perf_counter() - started,
+            "mean_jumps": float(np.mean(np.asarray(res.num_jumps))),
+            "max_n_stderr": float(np.max(self.n_stderr)),
+        }
+
+    def q_marginal(self, i: int, mode: int, alphas: Any) -> np.ndarray:
+        if mode not in self.marginal_modes:
+            raise ValueError(
+                f"the reference averaged the states of modes {self.marginal_modes} "
+                f"only, not of mode {mode} (`marginal_modes`)"
+            )
+        rho = self.reduced[i, self.marginal_modes.index(mode)]
+        return np.asarray(husimi_q(rho, jnp.asarray(alphas)[..., None]))

@@ -10,7 +10,7 @@ from qflow_jax.husimi.initial import CatState, CoherentState, FockState, Thermal
 from qflow_jax.husimi.models import DampedChain
 from qflow_jax.husimi.states import sample_cat_q
 from qflow_jax.lindblad import TruncationError
-from qflow_jax.references import ExactDampedChain, FockReference
+from qflow_jax.references import ExactDampedChain, FockReference, TrajectoryReference
 
 
 def test_fock_reference_equals_the_exact_damped_solution():
@@ -124,3 +124,92 @@ def test_initial_states_run_inside_traced_functions(state):
     np.testing.assert_allclose(jax.jit(state.log_q)(y), state.log_q(y), rtol=1e-12)
     x = jax.jit(state.sample, static_argnums=1)(jax.random.key(0), 8)
     assert x.shape == (8, 2) and np.all(np.isfinite(np.asarray(x)))
+
+
+# two Bose-Hubbard sites with Kerr, hopping and loss: interacting, so only a Fock
+# computation gives the answer
+BH_H = 0.5 * (adag(0) ** 2 @ a(0) ** 2 + adag(1) ** 2 @ a(1) ** 2) - 0.5 * (
+    adag(0) @ a(1) + adag(1) @ a(0)
+)
+BH_JUMPS = [np.sqrt(0.3) * a(0), np.sqrt(0.3) * a(1)]
+
+
+@pytest.fixture(scope="module")
+def bose_hubbard_refs():
+    initial = CoherentState([1.0, 0.5j])
+    tsave = np.linspace(0.0, 1.5, 4)
+    fock = FockReference(BH_H, BH_JUMPS, initial, tsave, cutoff=12)
+    traj = TrajectoryReference(
+        BH_H,
+        BH_JUMPS,
+        initial,
+        tsave,
+        max_excitations=12,
+        ntraj=400,
+        key=jax.random.key(0),
+        marginal_modes=(0, 1),
+    )
+    return fock, traj
+
+
+def test_trajectory_reference_agrees_with_the_fock_reference(bose_hubbard_refs):
+    fock, traj = bose_hubbard_refs
+    # 1.25 quanta on average: P(N > 12) = 9.2e-10 for a Poisson total
+    assert 5e-10 < traj.info["truncated_weight"] < 1e-9
+    assert traj.info["dimension"] == 91  # C(2 + 12, 12)
+    # within 4 standard errors (16 numbers each: 1 in ~2000 falls outside 4 sigma),
+    # plus mcsolve's tolerance for t = 0, where the spread is 0
+    np.testing.assert_array_less(
+        np.abs(traj.n_ref - fock.n_ref), 4 * traj.n_stderr + 1e-5
+    )
+    np.testing.assert_array_less(
+        np.abs(traj.a_ref - fock.a_ref), 4 * traj.a_stderr + 1e-5
+    )
+    assert traj.info["max_n_stderr"] > 1e-3  # the trajectories do spread (5e-3)
+    # Q marginals from the averaged reduced states of 400 trajectories (measured
+    # 1.4e-3 at most, for Q up to 0.28)
+    alphas = np.array([0.3 + 0.2j, -0.5 + 1.0j, 1.2 - 0.3j, 0.0])
+    for i in range(4):
+        for mode in (0, 1):
+            np.testing.assert_allclose(
+                traj.q_marginal(i, mode, alphas),
+                fock.q_marginal(i, mode, alphas),
+                atol=4e-3,
+            )
+
+
+def test_trajectory_reference_refuses_what_it_cannot_do(bose_hubbard_refs):
+    _, traj = bose_hubbard_refs
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="leaves out .* raise `max_excitations`"):
+        TrajectoryReference(
+            BH_H,
+            BH_JUMPS,
+            CoherentState([2.0, 0.0]),
+            [0.0, 1.0],
+            max_excitations=3,
+            ntraj=2,
+            key=key,
+        )
+    with pytest.raises(ValueError, match="below the 3 quanta"):
+        TrajectoryReference(
+            BH_H,
+            BH_JUMPS,
+            FockState([2, 1]),
+            [0.0, 1.0],
+            max_excitations=2,
+            ntraj=2,
+            key=key,
+        )
+    with pytest.raises(TypeError, match="CoherentState or FockState"):
+        TrajectoryReference(
+            BH_H,
+            BH_JUMPS,
+            ThermalState([0.5, 0.5]),
+            [0.0, 1.0],
+            max_excitations=6,
+            ntraj=2,
+            key=key,
+        )
+    with pytest.raises(ValueError, match="modes \\(0, 1\\) only, not of mode 2"):
+        traj.q_marginal(0, 2, [0.0])

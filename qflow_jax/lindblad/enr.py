@@ -428,6 +428,41 @@ class ENRBasis:
         cols = amp[..., np.arange(self._n_modes), self._states]  # (..., D, N)
         return jnp.prod(cols, axis=-1)
 
+    def reduced_density_matrix(self, psi: Any, mode: int) -> jax.Array:
+        """The state of one mode, Tr_{other modes} |psi><psi|, of a ket in this
+        basis.
+
+        Args:
+            psi: (D,) or (D, 1) ket (works on traced kets, e.g. inside an
+                `mcsolve` e_fn).
+            mode: the mode kept.
+
+        Returns:
+            (c, c) density matrix in that mode's Fock basis, c = cutoffs[mode].
+
+        Examples:
+            >>> basis = ENRBasis(2, 2)
+            >>> rho = basis.reduced_density_matrix(basis.fock_state([1, 0]), 0)
+            >>> print(jnp.real(jnp.diag(rho)))
+            [0. 1. 0.]
+        """
+        j = _check_nonnegative_int(mode, "mode")
+        if j >= self._n_modes:
+            raise ValueError(f"`mode` must be below {self._n_modes}, got {j}")
+        ket = jnp.asarray(psi)
+        if ket.size != self.dim:
+            raise ValueError(
+                f"`psi` must have shape ({self.dim},) or ({self.dim}, 1), got "
+                f"{np.shape(psi)}"
+            )
+        # the rest of every basis state (its other occupations) as a row index
+        rest, rest_id = np.unique(
+            np.delete(self._states, j, axis=1), axis=0, return_inverse=True
+        )
+        amp = jnp.zeros((len(rest), self._cutoffs[j]), ket.dtype)
+        amp = amp.at[rest_id.ravel(), self._states[:, j]].set(ket.reshape(-1))
+        return amp.T @ jnp.conj(amp)
+
     def husimi_q(
         self, kets: Any, alpha: Any, *, batch_size: int = 256
     ) -> tuple[jax.Array, jax.Array]:

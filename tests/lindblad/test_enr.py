@@ -408,3 +408,23 @@ def test_husimi_q_checks_its_arguments():
         basis.husimi_q(jnp.ones((2, 5)), [0.0, 0.0])
     with pytest.raises(ValueError, match="`alpha` must have shape"):
         basis.husimi_q(kets, [0.0, 0.0, 0.0])
+
+
+def test_reduced_density_matrix_is_the_partial_trace():
+    from qflow_jax.operators import ptrace
+
+    basis, dims = ENRBasis(3, 4, cutoffs=[5, 3, 5]), [5, 3, 5]
+    rng = np.random.default_rng(5)
+    ket = rng.normal(size=basis.dim) + 1j * rng.normal(size=basis.dim)
+    ket /= np.linalg.norm(ket)
+    full = np.asarray(basis.embed(jnp.asarray(ket[:, None]), dims))
+    for mode in range(3):
+        np.testing.assert_allclose(
+            basis.reduced_density_matrix(ket, mode),
+            ptrace(full @ full.conj().T, mode, dims),
+            atol=1e-13,
+        )
+    with pytest.raises(ValueError, match="`mode` must be below 3"):
+        basis.reduced_density_matrix(ket, 3)
+    with pytest.raises(ValueError, match="`psi` must have shape"):
+        basis.reduced_density_matrix(ket[:-1], 0)
