@@ -33,6 +33,10 @@ METRIC_DEFINITIONS = {
     "max_scaled_error_n": "max over save times and modes of |<n_j>_flow - "
     "<n_j>_ref| / max(<n_j>_ref, 1): <= x means every <n_j> within a fraction x "
     "of the reference or x quanta",
+    "max_scaled_error_n_net": "max_scaled_error_n with twice the reference's "
+    "standard error of <n_j> subtracted first (references from quantum "
+    "trajectories): max over save times and modes of max(|<n_j>_flow - "
+    "<n_j>_ref| - 2 stderr_ref, 0) / max(<n_j>_ref, 1)",
     "max_centroid_error": "max over save times of |E_q[alpha] - <a>_ref|, "
     "Euclidean over all modes (records[].centroid: |E_q[alpha]|, "
     "records[].centroid_ref: |<a>_ref|)",
@@ -129,17 +133,30 @@ class MarginalGrid:
         return q, {"floor": 0.5 / (n * self.dA), "noise": noise}
 
 
-def n_errors(n_model: np.ndarray, n_ref: np.ndarray) -> dict[str, float]:
+def n_errors(
+    n_model: np.ndarray, n_ref: np.ndarray, n_ref_stderr: np.ndarray | None = None
+) -> dict[str, float]:
     """max_rel_error_n (over the modes holding at least 0.05 quanta),
     max_abs_error_n and max_scaled_error_n of <n_j>, over arrays of any shape (one
-    save time or all)."""
+    save time or all); with the reference's standard errors also
+    max_scaled_error_n_net.
+
+    Examples:
+        >>> err = n_errors(np.array([1.1]), np.array([1.0]), np.array([0.02]))
+        >>> round(err["max_scaled_error_n_net"], 12)  # (0.1 - 2 x 0.02) / 1
+        0.06
+    """
     err = np.abs(n_model - n_ref)
     rel = np.where(n_ref >= 0.05, err / np.maximum(n_ref, 0.05), 0)
-    return {
+    out = {
         "max_rel_error_n": float(np.max(rel)),
         "max_abs_error_n": float(np.max(err)),
         "max_scaled_error_n": float(np.max(err / np.maximum(n_ref, 1.0))),
     }
+    if n_ref_stderr is not None:
+        net = np.maximum(err - 2 * np.asarray(n_ref_stderr), 0)
+        out["max_scaled_error_n_net"] = float(np.max(net / np.maximum(n_ref, 1.0)))
+    return out
 
 
 def centroid_errors(a_model: np.ndarray, a_ref: np.ndarray) -> dict[str, float]:
@@ -164,6 +181,7 @@ def compare_marginal(
     n_ref: np.ndarray,
     n_model: np.ndarray,
     *,
+    n_ref_stderr: np.ndarray | None = None,
     floor: float = 1e-300,
     noise: float = 0.0,
 ) -> dict[str, Any]:
@@ -175,13 +193,14 @@ def compare_marginal(
     Args:
         Q, q: (G, G) reference and model marginals on the grid.
         n_ref, n_model: (N,) reference and model <n_j>.
+        n_ref_stderr: (N,) standard errors of n_ref, for a statistical reference.
         floor: smallest q used inside the log of the grid KL.
         noise: the expected L1 of an exact histogram estimate (0 for densities).
     """
     pos = Q > 0
     return {
         "n_ref": n_ref.tolist(),
-        **n_errors(n_model, n_ref),
+        **n_errors(n_model, n_ref, n_ref_stderr),
         "l1_q": float(np.sum(np.abs(q - Q)) * grid.dA),
         "l1_q_noise_floor": noise,
         "l2_rel_q": float(np.sqrt(np.sum((q - Q) ** 2) / np.sum(Q**2))),
@@ -199,7 +218,12 @@ def record_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     values of the marginal's distances."""
     out = {
         key: max(r[key] for r in records)
-        for key in ("max_rel_error_n", "max_abs_error_n", "max_scaled_error_n")
+        for key in (
+            "max_rel_error_n",
+            "max_abs_error_n",
+            "max_scaled_error_n",
+            "max_scaled_error_n_net",
+        )
         if key in records[-1]
     }
     if "centroid_error" in records[-1]:

@@ -77,7 +77,12 @@ from qflow_jax.metrics import (
     record_metrics,
 )
 from qflow_jax.plots import plot_curves, plot_q_snapshots
-from qflow_jax.references import ExactDampedChain, FockReference, Reference
+from qflow_jax.references import (
+    ExactDampedChain,
+    FockReference,
+    Reference,
+    TrajectoryReference,
+)
 from qflow_jax.runs import (
     RunFolder,
     fingerprint,
@@ -200,12 +205,26 @@ class FlowConfig(Section):
 
 
 class ReferenceConfig(Section):
-    """The Fock-space reference of expression models."""
+    """The Fock-space reference of expression models (`FockReference`)."""
 
+    kind: Literal["fock"] = "fock"
     cutoff: PositiveInt = 30  # Fock levels per mode
     rtol: PositiveFloat = 1e-8
     atol: PositiveFloat = 1e-10
     max_top_population: PositiveFloat = 1e-4
+
+
+class TrajectoryReferenceConfig(Section):
+    """The quantum-trajectory reference of expression models
+    (`TrajectoryReference`): `mcsolve` in the basis of at most `max_excitations`
+    quanta, for many modes; the Q marginal of `metrics.mode` is averaged."""
+
+    kind: Literal["trajectories"]
+    max_excitations: PositiveInt
+    ntraj: PositiveInt = 1000
+    rtol: PositiveFloat = 1e-6
+    atol: PositiveFloat = 1e-8
+    max_truncated_weight: PositiveFloat = 1e-4
 
 
 class MetricsConfig(Section):
@@ -247,7 +266,9 @@ class QFlowConfig(Section):
     method: Literal["tdvp", "euler-kl"] = "tdvp"
     tdvp: TDVPSettings = TDVPSettings()
     euler_kl: EulerKLSettings = EulerKLSettings()
-    reference: ReferenceConfig = ReferenceConfig()
+    reference: kinds(ReferenceConfig, TrajectoryReferenceConfig, default="fock") = (
+        ReferenceConfig()
+    )
     metrics: MetricsConfig = MetricsConfig()
     times: TimesConfig = TimesConfig()
     seed: Int = 0
@@ -282,6 +303,13 @@ class QFlowConfig(Section):
                 f"`metrics.mode` must be a mode index below {N}, got "
                 f"{self.metrics.mode}"
             )
+        if self.reference.kind == "trajectories":
+            if init.kind not in ("coherent", "fock"):
+                raise ValueError(
+                    "`reference.kind` = trajectories needs a pure product start: "
+                    f"`initial.kind` coherent or fock, got {init.kind}"
+                )
+            return self
         D = self.reference.cutoff**N
         if model.kind == "expression" and D > _MAX_FOCK_DIM:
             raise ValueError(
@@ -311,6 +339,7 @@ def _evaluate(
     """Metrics of the flow at save time i against the reference; also the flow's
     Q marginal on the grid."""
     cfg, problem, grid = setup.cfg, setup.problem, setup.grid
+    stderr = getattr(problem, "n_stderr", None)  # a statistical reference
     n_samples, m = cfg["eval_samples"], grid.mode
     k1, k2, k3 = jax.random.split(key, 3)
     x, _ = sample_and_log_prob(flow, params, k1, n_samples)
@@ -334,7 +363,15 @@ def _evaluate(
         "a": to_jsonable(np.asarray(obs["a"])),
         "a_ref": to_jsonable(problem.a_ref[i]),
         **centroid_errors(np.asarray(obs["a"]), problem.a_ref[i]),
-        **compare_marginal(grid, Q, q, problem.n_ref[i], n_flow, **histogram),
+        **compare_marginal(
+            grid,
+            Q,
+            q,
+            problem.n_ref[i],
+            n_flow,
+            n_ref_stderr=stderr[i] if stderr is not None else None,
+            **histogram,
+        ),
         "grid_nonfinite_points": nonfinite,
     }
     kl = problem.kl_exact(i, logq_fn(flow, params), k2, n_samples)
@@ -457,6 +494,23 @@ def _problem(
         model["hamiltonian"], model["jump_ops"], model["constants"], model["modes"]
     )
     ref = cfg["reference"]
+    if ref["kind"] == "trajectories":
+        try:
+            return TrajectoryReference(
+                H,
+                jumps,
+                initial,
+                tsave,
+                max_excitations=ref["max_excitations"],
+                ntraj=ref["ntraj"],
+                key=jax.random.key(cfg["seed"] + 5),
+                marginal_modes=(cfg["metrics"]["mode"],),
+                rtol=ref["rtol"],
+                atol=ref["atol"],
+                max_truncated_weight=ref["max_truncated_weight"],
+            )
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"`reference`: {err}") from None
     try:
         return FockReference(
             H,
