@@ -29,8 +29,11 @@ Examples:
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -203,6 +206,10 @@ class TrajectoryReference(Reference):
         marginal_modes: the modes whose reduced states (hence Q marginals) were
             averaged.
 
+    With `cache` (a file path) the solved reference is written there, tagged with
+    its inputs, and a later reference of the same inputs reads it instead of
+    solving again (`info["cached"]`): a resumed `qflow run` keeps its reference.
+
     Raises:
         TypeError: an initial state that is not a coherent or Fock product.
         ValueError: a truncated weight above `max_truncated_weight`.
@@ -233,6 +240,7 @@ class TrajectoryReference(Reference):
         rtol: float = 1e-6,
         atol: float = 1e-8,
         max_truncated_weight: float = 1e-4,
+        cache: str | Path | None = None,
     ):
         N = initial.n_modes
         self.n_modes, self.pde = N, compile_qpde(H, list(jump_ops), n_modes=N)
@@ -259,6 +267,22 @@ class TrajectoryReference(Reference):
                 f"{max_truncated_weight:g}); raise `max_excitations`"
             )
         self.marginal_modes = tuple(int(m) for m in marginal_modes)
+        ident = repr(
+            (
+                sorted(H.terms.items()),
+                [sorted(L.terms.items()) for L in jump_ops],
+                repr(initial),
+                self.tsave.tolist(),
+                max_excitations,
+                ntraj,
+                np.asarray(jax.random.key_data(key)).tolist(),
+                self.marginal_modes,
+                rtol,
+                atol,
+            )
+        )
+        if cache is not None and self._load(Path(cache), ident):
+            return
         exp_ops = [basis.number(j) for j in range(N)]
         exp_ops += [basis.destroy(j) for j in range(N)]
         modes = self.marginal_modes
@@ -297,6 +321,39 @@ class TrajectoryReference(Reference):
             "mean_jumps": float(np.mean(np.asarray(res.num_jumps))),
             "max_n_stderr": float(np.max(self.n_stderr)),
         }
+        if cache is not None:
+            self._save(Path(cache), ident)
+
+    _ARRAYS = ("n_ref", "n_stderr", "a_ref", "a_stderr", "reduced")
+
+    def _save(self, path: Path, ident: str) -> None:
+        """Writes the solved reference to `path` (atomically: a temporary, then a
+        rename), tagged with its inputs."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            ident=np.asarray(ident),
+            info=np.asarray(json.dumps(self.info)),
+            description=np.asarray(self.description),
+            **{name: getattr(self, name) for name in self._ARRAYS},
+        )
+        os.replace(tmp, path)
+
+    def _load(self, path: Path, ident: str) -> bool:
+        """Reads a reference that `_save` wrote for the same inputs; False when
+        there is none (or it is of other inputs, or unreadable)."""
+        try:
+            with np.load(path) as saved:
+                if str(saved["ident"]) != ident:
+                    return False
+                for name in self._ARRAYS:
+                    setattr(self, name, saved[name])
+                self.info = json.loads(str(saved["info"])) | {"cached": str(path)}
+                self.description = str(saved["description"])
+        except (OSError, KeyError, ValueError):
+            return False
+        return True
 
     def q_marginal(self, i: int, mode: int, alphas: Any) -> np.ndarray:
         if mode not in self.marginal_modes:

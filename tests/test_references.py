@@ -213,3 +213,19 @@ def test_trajectory_reference_refuses_what_it_cannot_do(bose_hubbard_refs):
         )
     with pytest.raises(ValueError, match="modes \\(0, 1\\) only, not of mode 2"):
         traj.q_marginal(0, 2, [0.0])
+
+
+def test_trajectory_reference_is_read_back_from_its_cache(tmp_path):
+    cache = tmp_path / "reference.npz"
+    args = (adag(0) @ a(0), [a(0)], FockState([2]), [0.0, 0.5, 1.0])
+    kw = {"max_excitations": 2, "ntraj": 50, "key": jax.random.key(3), "cache": cache}
+    first = TrajectoryReference(*args, **kw)
+    assert cache.is_file() and "cached" not in first.info
+    again = TrajectoryReference(*args, **kw)
+    assert again.info["cached"] == str(cache)
+    np.testing.assert_array_equal(again.n_ref, first.n_ref)
+    np.testing.assert_array_equal(again.reduced, first.reduced)
+    # other inputs (another key) solve again, and replace the cache
+    other = TrajectoryReference(*args, **(kw | {"key": jax.random.key(4)}))
+    assert "cached" not in other.info
+    assert not np.array_equal(other.n_ref, first.n_ref)

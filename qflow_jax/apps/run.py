@@ -482,7 +482,10 @@ def _settings(cfg: dict[str, Any]) -> EulerKLSettings | TDVPSettings:
 
 
 def _problem(
-    cfg: dict[str, Any], initial: InitialState, tsave: np.ndarray
+    cfg: dict[str, Any],
+    initial: InitialState,
+    tsave: np.ndarray,
+    reference_cache: Path | None = None,
 ) -> Reference:
     model = cfg["model"]
     if model["kind"] == "damped_modes":
@@ -508,6 +511,7 @@ def _problem(
                 rtol=ref["rtol"],
                 atol=ref["atol"],
                 max_truncated_weight=ref["max_truncated_weight"],
+                cache=reference_cache,
             )
         except (TypeError, ValueError) as err:
             raise ConfigError(f"`reference`: {err}") from None
@@ -613,10 +617,10 @@ def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
     return _setup(validate_qflow_config(config))
 
 
-def _setup(cfg: dict[str, Any]) -> QFlowSetup:
+def _setup(cfg: dict[str, Any], reference_cache: Path | None = None) -> QFlowSetup:
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     initial = _initial(cfg)
-    problem = _problem(cfg, initial, tsave)
+    problem = _problem(cfg, initial, tsave, reference_cache)
     return QFlowSetup(
         cfg, initial, problem, tsave, _grid(cfg, problem), _residual_method(cfg)
     )
@@ -649,7 +653,8 @@ def run_qflow(
             "checkpoints/); starting from the beginning",
             file=sys.stderr,
         )
-    setup = _setup(cfg)
+    # a trajectory reference is kept in the run folder: a resume reads it
+    setup = _setup(cfg, run.path / "reference.npz")
     initial, problem, tsave, grid = (
         setup.initial,
         setup.problem,

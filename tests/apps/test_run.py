@@ -241,6 +241,7 @@ def test_run_against_a_trajectory_reference(tmp_path):
     # 1.25 quanta: the Poisson tail beyond 8 quanta
     assert 1e-6 < ref["truncated_weight"] < 1e-5
     assert ref["dimension"] == 45 and ref["ntraj"] == 200
+    assert (tmp_path / "reference.npz").is_file()  # what a resume reads back
     m = summary["metrics"]
     # the flow is scored net of the reference's 2 standard errors; 20k evaluation
     # samples give <n> a standard error of ~1%
