@@ -153,13 +153,19 @@ def _scale(folders: list[Path]) -> list[str]:
     for folder in folders:
         s = json.loads((folder / "summary.json").read_text())
         cfg, m, tm, v = s["config"], s["metrics"], s["timings_s"], s["versions"]
+        n_err = f"{m['max_scaled_error_n']:.2e}"
+        if "max_scaled_error_n_net" in m:  # against trajectories: net of 2 stderr
+            n_err += (
+                f" (net of the reference's 2 stderr: {m['max_scaled_error_n_net']:.2e})"
+            )
+        kl = m.get("max_kl_exact_flow")  # only exact references have samples
         lines.append(
             f"| `configs/{cfg['name']}.yaml` | {cfg['method']} | "
             f"{2 * cfg['model']['modes']} | {cfg['times']['t_end']:g} | "
             f"{tm['wall_this_session']:.0f} | {tm['evolution_s']:.0f} | "
-            f"{m['max_scaled_error_n']:.2e} | {m['max_centroid_error']:.2e} | "
-            f"{m['max_kl_exact_flow']:.1e} | {m['max_pde_residual_test']:.1e} | "
-            f"{v['jax_backend']}, jax {v['jax']} |"
+            f"{n_err} | {m['max_centroid_error']:.2e} | "
+            f"{'-' if kl is None else f'{kl:.1e}'} | "
+            f"{m['max_pde_residual_test']:.1e} | {v['jax_backend']}, jax {v['jax']} |"
         )
     lines.append("")
     for folder in folders:
