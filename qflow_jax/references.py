@@ -79,6 +79,13 @@ class Reference:
         """Reference Q marginal of `mode` at save time `tsave[i]` at complex points."""
         raise NotImplementedError
 
+    def _set_model(
+        self, H: BosonOp, jump_ops: Sequence[BosonOp], N: int, tsave: Any
+    ) -> None:
+        """n_modes, the compiled Q-PDE and tsave of a model given by its operators."""
+        self.n_modes, self.pde = N, compile_qpde(H, list(jump_ops), n_modes=N)
+        self.tsave = np.asarray(tsave, float)
+
     def kl_exact(self, i: int, log_q: Callable, key: jax.Array, n: int) -> float | None:
         """KL(Q || q) over all 2N coordinates at `tsave[i]` from n exact samples,
         where the reference has them (else None)."""
@@ -122,6 +129,11 @@ def _mean_log_ratio(log_p: jax.Array, log_q: Callable, y: jax.Array) -> jax.Arra
     return jnp.mean(log_p - log_q(y))
 
 
+def _mode_q(rho: Any, alphas: Any) -> np.ndarray:
+    """Q of a one-mode density matrix at complex points."""
+    return np.asarray(husimi_q(rho, jnp.asarray(alphas)[..., None]))
+
+
 class FockReference(Reference):
     """The Lindblad equation of H and `jump_ops` solved by `mesolve` in the Fock
     basis truncated at `cutoff` levels per mode, from `initial`.
@@ -144,8 +156,7 @@ class FockReference(Reference):
         max_top_population: float = 1e-4,
     ):
         N = initial.n_modes
-        self.n_modes, self.pde = N, compile_qpde(H, list(jump_ops), n_modes=N)
-        self.tsave = np.asarray(tsave, float)
+        self._set_model(H, jump_ops, N, tsave)
         dims = [cutoff] * N
         started = time.perf_counter()
         res = mesolve(
@@ -185,9 +196,7 @@ class FockReference(Reference):
         }
 
     def q_marginal(self, i: int, mode: int, alphas: Any) -> np.ndarray:
-        return np.asarray(
-            husimi_q(self.reduced[i, mode], jnp.asarray(alphas)[..., None])
-        )
+        return _mode_q(self.reduced[i, mode], alphas)
 
 
 class TrajectoryReference(Reference):
@@ -243,8 +252,7 @@ class TrajectoryReference(Reference):
         cache: str | Path | None = None,
     ):
         N = initial.n_modes
-        self.n_modes, self.pde = N, compile_qpde(H, list(jump_ops), n_modes=N)
-        self.tsave = np.asarray(tsave, float)
+        self._set_model(H, jump_ops, N, tsave)
         basis = ENRBasis(N, max_excitations)
         if isinstance(initial, CoherentState):
             psi0, lost = basis.coherent_product(initial.alpha)
@@ -361,5 +369,4 @@ class TrajectoryReference(Reference):
                 f"the reference averaged the states of modes {self.marginal_modes} "
                 f"only, not of mode {mode} (`marginal_modes`)"
             )
-        rho = self.reduced[i, self.marginal_modes.index(mode)]
-        return np.asarray(husimi_q(rho, jnp.asarray(alphas)[..., None]))
+        return _mode_q(self.reduced[i, self.marginal_modes.index(mode)], alphas)
