@@ -1,5 +1,6 @@
 """`mcsolve`: the quantum-trajectory (jump Monte Carlo) unravelling of the Lindblad
-equation, integrated by diffrax with jumps located by an event root find."""
+equation: diffrax's solver steps and step-size controller, jumps located by a root
+find on each step's dense interpolation."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from qflow_jax.core.checks import (
     to_array,
 )
 from qflow_jax.core.integrate import (
+    NON_FINITE,
     OK,
+    STEP_FAILED,
+    STEP_LIMIT,
     error_if_failed,
-    integrate,
     raise_if_failed,
     rhs_per_step,
 )
@@ -90,9 +93,9 @@ class MCSolveResult(SolveResult):
         expects: (len(exp_ops), nt) complex means over trajectories of
             <psi|A|psi> (psi normalized), or None.
         final_state: (ntraj, n, 1) normalized ket of every trajectory at tsave[-1].
-        stats: per trajectory (ntraj,) counts summed over its segments:
-            num_steps, num_accepted_steps, num_rejected_steps, num_rhs (explicit
-            methods), and num_segments (solves: jumps + 1).
+        stats: per trajectory (ntraj,) counts: num_steps, num_accepted_steps,
+            num_rejected_steps, num_rhs (explicit methods), and num_segments (the
+            stretches between jumps: jumps + 1).
         method: name of the method that ran.
         expects_stderr: (len(exp_ops), nt) standard errors of `expects`:
             sqrt((var(Re) + var(Im)) / ntraj), sample variances (ddof=1); nan when
@@ -180,17 +183,6 @@ class _Heff(eqx.Module):
         return jnp.stack([out.real, out.imag])
 
 
-class _NormCrossing(eqx.Module):
-    """The event function ||psi||^2 - r: a jump when the norm decays to r."""
-
-    r: jax.Array
-
-    def __call__(self, t: jax.Array, y: jax.Array, args: object, **kwargs) -> Any:
-        # in JAX's default float dtype: diffrax pairs it with a Python 0.0 (float64
-        # under jax_enable_x64, also for single-precision states)
-        return (jnp.sum(y * y) - self.r).astype(float)
-
-
 class _Settings(eqx.Module):
     solver: dfx.AbstractSolver
     method: AbstractMethod
@@ -259,30 +251,51 @@ def _trajectory(
     exp_ops: Any,
     key: jax.Array,
 ) -> dict[str, Any]:
-    """One trajectory: a `lax.while_loop` over segments. Each segment solves
-    d psi/dt = -i Heff psi from the current time t towards tsave[-1], saving at
-    max(tsave, t), and stops at the event ||psi||^2 = r (located by the root
-    finder on the solver's interpolation); its saves at times in (t, t_event] are
-    written into the trajectory's buffer, then the jump is applied and a new r
-    drawn."""
+    """One trajectory, step by step: a `lax.while_loop` whose body makes one step
+    of the diffrax solver (`solver.step`, the step size adapted by the method's
+    diffrax controller). An accepted step whose end has ||psi||^2 < r holds a
+    jump: its time t* is the root of ||psi(t)||^2 - r on the step's dense
+    interpolation (Newton, kept in the step), the saves in (t, t*] are read from
+    the interpolation, the jump is applied at t* and a new r drawn; the next step
+    starts at t* with the step size the controller proposed.
+
+    Every trajectory of a vmapped batch takes its own steps in the same loop (the
+    loop runs as many iterations as the batch's longest trajectory has steps), so
+    the batch's matrix-vector products are batched. `max_steps` counts the steps
+    between two jumps."""
     real = tsave.dtype
-    T = tsave[-1]
+    t0, T = tsave[0], tsave[-1]
+    nt = tsave.shape[0]
+    term = dfx.ODETerm(heff)
+    solver = settings.solver
+    method = settings.method
+    controller = method.controller(T - t0)
+    fixed = isinstance(controller, dfx.ConstantStepSize)
+    order = solver.error_order(term)
     save = _saver(settings, exp_ops)
     y0 = jnp.stack([psi0.real, psi0.imag])
-    first = save(tsave[0], y0)
-    buf = jax.tree.map(lambda x: jnp.broadcast_to(x, (tsave.shape[0], *x.shape)), first)
-    stat_keys = ["num_steps", "num_accepted_steps", "num_rejected_steps"]
-    if rhs_per_step(settings.solver) is not None:
-        stat_keys.append("num_rhs")
+    first = save(t0, y0)
+    buf = jax.tree.map(lambda x: jnp.broadcast_to(x, (nt, *x.shape)), first)
+    t1, cstate = controller.init(term, t0, T, y0, method.dt0, None, solver.func, order)
+    per_step = rhs_per_step(solver)
     init = dict(
-        t=tsave[0],
+        t=t0,
+        dt=(t1 - t0).astype(real),
         y=y0,
+        sstate=solver.init(term, t0, t1, y0, None),
+        cstate=cstate,
+        made_jump=jnp.asarray(False),
+        si=jnp.asarray(1, jnp.int32),
+        buf=buf,
         j=jnp.asarray(0, jnp.int32),
         r=_draws(key, 0, real)[0],
-        buf=buf,
         times=jnp.full(settings.max_jumps, jnp.inf, real),
         chans=jnp.full(settings.max_jumps, -1, jnp.int32),
-        stats={k: jnp.asarray(0, jnp.int32) for k in [*stat_keys, "num_segments"]},
+        seg_steps=jnp.asarray(0, jnp.int32),
+        stats={
+            k: jnp.asarray(0, jnp.int32)
+            for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        },
         status=jnp.asarray(OK, jnp.int32),
         overflow=jnp.asarray(False),
     )
@@ -291,70 +304,152 @@ def _trajectory(
         return (c["t"] < T) & (c["status"] == OK) & ~c["overflow"]
 
     def body(c: dict[str, Any]) -> dict[str, Any]:
-        event = None
-        if channels:
-            event = dfx.Event(_NormCrossing(c["r"]), settings.root_finder)
-        out = integrate(
-            heff,
-            settings.solver,
-            c["y"],
-            jnp.maximum(tsave, c["t"]),
-            method=settings.method,
-            engine="mcsolve",
-            save=save,
-            throw=False,
-            remedy=_REMEDY,
-            event=event,
+        t = c["t"]
+        t1 = jnp.minimum(t + c["dt"], T)
+        y1, y_err, dense, sstate, sres = solver.step(
+            term, t, t1, c["y"], None, c["sstate"], c["made_jump"]
         )
-        t_end, jumped = out.t_final, out.event_occurred
-        new = (tsave > c["t"]) & (tsave <= t_end)
-        buf = jax.tree.map(
-            lambda b, s: jnp.where(new.reshape(-1, *[1] * (b.ndim - 1)), s, b),
-            c["buf"],
-            out.saved,
-        )
-        psi = out.final[0] + 1j * out.final[1]
+        if fixed:
+            keep, cstate, cres = jnp.asarray(True), c["cstate"], dfx.RESULTS.successful
+            dt = c["dt"]
+        else:
+            y_err = jnp.where(jnp.isnan(y_err), jnp.inf, y_err)
+            keep, nt0, nt1, _, cstate, cres = controller.adapt_step_size(
+                t, t1, c["y"], y1, None, y_err, order, c["cstate"]
+            )
+            dt = (nt1 - nt0).astype(real)
+        finite = jnp.all(jnp.isfinite(y1))
+        keep = keep & finite
+        interp = solver.interpolation_cls(t0=t, t1=t1, **dense)
+
+        # ---- a jump in this step: t* where ||psi||^2 = r, else the step's end
+        y_new = jnp.where(keep, y1, c["y"])
         j = c["j"]
-        after = psi / jnp.linalg.norm(psi)
-        k = jnp.asarray(-1, jnp.int32)
+        crossed = keep & (jnp.sum(y1 * y1) < c["r"]) if channels else False
+        t_end, k = t1, jnp.asarray(-1, jnp.int32)
         if channels:
-            k, phi = _jump(channels, t_end, psi, _draws(key, j, real)[1])
-            after = jnp.where(jumped, phi, after)
-        overflow = jumped & (j >= settings.max_jumps)
-        record = jumped & ~overflow & (out.status == OK)
+
+            def jump(y_new: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+                t_star = _crossing(interp, t, t1, c["r"], crossed, settings.root_finder)
+                y_star = interp.evaluate(t_star)
+                psi = y_star[0] + 1j * y_star[1]
+                k, phi = _jump(channels, t_star, psi, _draws(key, j, real)[1])
+                return t_star, k, jnp.stack([phi.real, phi.imag])
+
+            # (a select of both branches when vmapped: every trajectory of a
+            # batch then pays for the root find and the jump)
+            t_end, k, y_new = jax.lax.cond(
+                crossed, jump, lambda y_new: (t1, k, y_new), y_new
+            )
+
+        # ---- saves in (t, t_end]
+        def save_more(s: tuple[jax.Array, Any]) -> jax.Array:
+            i, _ = s
+            return keep & (i < nt) & (tsave[jnp.minimum(i, nt - 1)] <= t_end)
+
+        def save_one(s: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+            i, b = s
+            ts = tsave[i]
+            out = save(ts, interp.evaluate(ts))
+            return i + 1, jax.tree.map(lambda bb, v: bb.at[i].set(v), b, out)
+
+        si, buf = jax.lax.while_loop(save_more, save_one, (c["si"], c["buf"]))
+
+        overflow = crossed & (j >= settings.max_jumps)
+        record = crossed & ~overflow
         slot = jnp.minimum(j, settings.max_jumps - 1)
         times = c["times"].at[slot].set(jnp.where(record, t_end, c["times"][slot]))
         chans = c["chans"].at[slot].set(jnp.where(record, k, c["chans"][slot]))
         j = j + record.astype(jnp.int32)
-        stats = {
-            name: count
-            + (1 if name == "num_segments" else out.stats[name].astype(jnp.int32))
-            for name, count in c["stats"].items()
-        }
+        t_new = jnp.where(keep, t_end, t)
+        seg_steps = jnp.where(crossed, 0, c["seg_steps"] + 1)
+        status = jnp.where(
+            ~finite,
+            NON_FINITE,
+            jnp.where(
+                (cres != dfx.RESULTS.successful)
+                | (keep & (sres != dfx.RESULTS.successful)),
+                STEP_FAILED,
+                jnp.where(
+                    (seg_steps >= method.max_steps) & (t_new < T), STEP_LIMIT, OK
+                ),
+            ),
+        )
+        keep_tree = lambda a, b: jnp.where(keep, a, b)  # noqa: E731
+        stats = c["stats"]
         return dict(
-            t=jnp.where(jumped, t_end, T),
-            y=jnp.stack([after.real, after.imag]),
+            t=t_new,
+            dt=dt,
+            y=y_new,
+            sstate=jax.tree.map(keep_tree, sstate, c["sstate"]),
+            cstate=cstate,
+            # a rejected step after a jump retries with the state of the jump
+            made_jump=jnp.where(keep, crossed, c["made_jump"]),
+            si=si,
+            buf=buf,
             j=j,
             r=_draws(key, j, real)[0],
-            buf=buf,
             times=times,
             chans=chans,
-            stats=stats,
-            status=out.status.astype(jnp.int32),
+            seg_steps=seg_steps,
+            stats=dict(
+                num_steps=stats["num_steps"] + 1,
+                num_accepted_steps=stats["num_accepted_steps"] + keep,
+                num_rejected_steps=stats["num_rejected_steps"] + ~keep,
+            ),
+            status=status.astype(jnp.int32),
             overflow=overflow,
         )
 
     c = jax.lax.while_loop(cond, body, init)
+    final = c["y"][0] + 1j * c["y"][1]
+    stats = dict(c["stats"], num_segments=c["j"] + 1)
+    if per_step is not None:
+        # + the first stage and the controller's two evaluations choosing dt0,
+        # and the first stage again after every jump (FSAL)
+        stats["num_rhs"] = (
+            c["stats"]["num_steps"] * per_step + 1 + 2 * (method.dt0 is None) + c["j"]
+        )
     return dict(
         saved=c["buf"],
-        final=c["y"][0] + 1j * c["y"][1],
+        final=final / jnp.linalg.norm(final),
         jump_times=c["times"],
         jump_channels=c["chans"],
         num_jumps=c["j"],
-        stats=c["stats"],
+        stats=stats,
         status=c["status"],
         overflow=c["overflow"],
     )
+
+
+def _crossing(
+    interp: Any,
+    t0: jax.Array,
+    t1: jax.Array,
+    r: jax.Array,
+    crossed: jax.Array,
+    root_finder: optx.AbstractRootFinder,
+) -> jax.Array:
+    """The time in (t0, t1] where ||psi(t)||^2 = r on the step's interpolation:
+    Newton, bounded to the step, from the secant guess of the norms at its ends.
+    Where `crossed` is False (a vmapped batch computes both branches of the jump's
+    `lax.cond`) the function is zero and the root find stops at once: t1."""
+    y0, y1 = interp.evaluate(t0), interp.evaluate(t1)
+    g0, g1 = jnp.sum(y0 * y0) - r, jnp.sum(y1 * y1) - r
+    guess = t0 + (t1 - t0) * g0 / jnp.where(crossed, g0 - g1, 1.0)
+
+    def fn(tau: jax.Array, args: object) -> jax.Array:
+        y = interp.evaluate(tau)
+        return jnp.where(crossed, jnp.sum(y * y) - r, 0.0)
+
+    sol = optx.root_find(
+        fn,
+        root_finder,
+        jnp.where(crossed, guess, t1),
+        options=dict(lower=t0, upper=t1),
+        throw=False,
+    )
+    return jnp.where(crossed, jnp.clip(sol.value, t0, t1), t1)
 
 
 @eqx.filter_jit
@@ -385,7 +480,7 @@ def _run_on_devices(
 ) -> list[dict[str, Any]]:
     """One batch, its trajectories split into equal parts, part d computed on
     devices[d]: the calls are dispatched asynchronously, so the devices run at
-    once. (Not `shard_map`: the event root find's closure conversion rejects the
+    once. (Not `shard_map`: the jump root find's closure conversion rejects the
     values of its manual axes.)"""
     starts = range(
         first, first + settings.batch_size * len(devices), settings.batch_size
@@ -433,11 +528,14 @@ def mcsolve(
         d psi/dt = -i H_eff(t) psi,   H_eff = H - i/2 sum_k L_k^dag L_k,
 
     whose norm decays, d ||psi||^2/dt = -sum_k ||L_k psi||^2. A uniform r in (0, 1)
-    is drawn; the jump happens when ||psi(t)||^2 = r, a time located by a
-    `diffrax.Event` with a Newton root find (optimistix) on the solver's dense
-    interpolation, not at a step boundary. Channel k is drawn with probability
-    ||L_k(t) psi||^2 / sum_j ||L_j(t) psi||^2 (time-dependent rates included),
-    psi <- L_k psi / ||L_k psi||, a new r is drawn and the solve goes on. Saved
+    is drawn; the jump happens when ||psi(t)||^2 = r, a time located by a Newton
+    root find (optimistix) on the dense interpolation of the step that crossed r,
+    not at a step boundary. A trajectory is one loop of steps of the diffrax solver
+    (`solver.step`, the step size from the method's diffrax controller), jumps
+    included, so a vmapped batch steps all its trajectories at once. Channel k is
+    drawn with probability ||L_k(t) psi||^2 / sum_j ||L_j(t) psi||^2
+    (time-dependent rates included), psi <- L_k psi / ||L_k psi||, a new r is
+    drawn and the solve goes on. Saved
     states and expectation values use psi / ||psi||.
 
     Args:
@@ -494,12 +592,12 @@ def mcsolve(
             rounded up to a multiple of the device count. The last batch is padded
             (the padding trajectories are computed and dropped). Its value is part
             of the compiled program.
-        batch_mode: how the trajectories of a batch run: "vmap" (vectorized: a
-            batch runs as many segments as its trajectory with the most jumps, each
-            as long as its slowest trajectory's), "map" (one after the other,
-            `lax.map`), or "auto" (default): "map" on CPU, where it was faster at
-            every size measured (5x at n = 243, equal at n = 4) and compiles
-            faster, "vmap" on accelerators.
+        batch_mode: how the trajectories of a batch run: "vmap" (vectorized: the
+            batch's loop runs as many steps as its longest trajectory takes, each
+            step one batched matrix product), "map" (one after the other,
+            `lax.map`), or "auto" (default): "map" on CPU, where it was faster (5x
+            at n = 462 with 1000 trajectories: XLA's batched sparse products cost
+            more per ket than single ones there), "vmap" on accelerators.
         progress: a tqdm progress bar over trajectories.
 
     Works under `jax.jit` with `ntraj` given. A solve that reaches `max_steps`,
