@@ -63,9 +63,9 @@ _MODULES = {
         "ENRBasis MCSolveResult MESolveResult TruncationError mcsolve mesolve"
     ),
     "qflow_jax.network": (
-        "NetworkResult QubitNetwork ReducedResult blended_lindbladian "
-        "blended_network_mesolve blended_trajectory k_sweep laplacian_spectrum "
-        "network_mesolve solve_reduced"
+        "NetworkResult PermutationInvariantBasis QubitNetwork ReducedResult "
+        "blended_invariant_mesolve blended_lindbladian blended_network_mesolve "
+        "blended_trajectory k_sweep laplacian_spectrum network_mesolve solve_reduced"
     ),
     "qflow_jax.operators": (
         "basis coherent coherent_dm create destroy expect eye fidelity fock fock_dm "
@@ -110,6 +110,7 @@ __all__ = [
     "network_mesolve",
     "solve_reduced",
     "blended_network_mesolve",
+    "blended_invariant_mesolve",
     "solve_grid",
     "evolve",
     "evolve_tdvp",
@@ -157,6 +158,7 @@ __all__ = [
     "compile_qpde",
     "husimi_q",
     # qubit networks
+    "PermutationInvariantBasis",
     "blended_lindbladian",
     "blended_trajectory",
     "k_sweep",

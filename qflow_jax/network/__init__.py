@@ -3,8 +3,9 @@
 docs/physics.md, section 2: the model (`QubitNetwork`), its structured Lindbladian
 (`NetworkVectorField`, `network_mesolve`), the closed reduced-state system
 (`solve_reduced`), the blended dynamics and quantum Laplacian, diagnostics of
-clustering and the k-sweep. The `qflow blended CONFIG` command is
-`qflow_jax.apps.blended`.
+clustering and the k-sweep; the blended dynamics in the permutation-invariant
+operators at any n (`qflow_jax.network.permutation`). The `qflow blended CONFIG`
+command is `qflow_jax.apps.blended`.
 """
 
 from qflow_jax._deprecated import moved
@@ -39,6 +40,13 @@ from qflow_jax.network.model import (
     graph_edges,
     swap_matrix,
 )
+from qflow_jax.network.permutation import (
+    InvariantResult,
+    InvariantVectorField,
+    PermutationInvariantBasis,
+    blended_invariant_mesolve,
+    invariant_generator,
+)
 from qflow_jax.network.solve import (
     METHODS,
     NetworkResult,
@@ -56,11 +64,15 @@ __all__ = [
     "METHODS",
     "NAMED_COUPLINGS",
     "BlendedNetworkVectorField",
+    "InvariantResult",
+    "InvariantVectorField",
     "NetworkResult",
     "NetworkVectorField",
+    "PermutationInvariantBasis",
     "QubitNetwork",
     "ReducedResult",
     "ReducedVectorField",
+    "blended_invariant_mesolve",
     "blended_lindbladian",
     "blended_network_mesolve",
     "blended_superoperator",
@@ -75,6 +87,7 @@ __all__ = [
     "first_order_correction",
     "frobenius_distances",
     "graph_edges",
+    "invariant_generator",
     "k_sweep",
     "laplacian_spectrum",
     "network_mesolve",
