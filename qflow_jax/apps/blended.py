@@ -44,6 +44,7 @@ from qflow_jax.network.diagnostics import (
     frobenius_distances,
     k_sweep,
     network_trajectories,
+    orbit_sweep,
     trace_distances,
 )
 from qflow_jax.network.dicke import dicke_operators
@@ -118,6 +119,16 @@ class SweepConfig(Section):
     t_skip: Float | None = None  # errors measured for t >= t_skip
 
 
+class OrbitConfig(Section):
+    """The whole state against the network-level blended orbit, vs k (`orbit_sweep`):
+    connected graphs without the Dicke mode, n <= `max_n` (full states)."""
+
+    enabled: StrictBool = True
+    ks: Annotated[list[PositiveFloat], Len(2)] | None = None  # default: sweep.ks
+    n_save: Annotated[int, Strict(), Ge(2)] = 11  # compared times, 0 .. t_end
+    max_n: PositiveInt = 12  # keeps n_save full states of 16 4^n bytes each
+
+
 class BlendedConfig(Section):
     """A `qflow blended` config."""
 
@@ -127,6 +138,7 @@ class BlendedConfig(Section):
     times: TimesConfig = TimesConfig()
     solver: SolverConfig = SolverConfig()
     sweep: SweepConfig = SweepConfig()
+    orbit: OrbitConfig = OrbitConfig()
     cluster_tol: PositiveFloat = 0.02  # trace-distance tolerance of clusters
 
     @model_validator(mode="after")
@@ -288,8 +300,12 @@ def run_blended(
     qubit's reduced state rho_j(t) is compared with the blended trajectory
     rhobar(t) of its connected component (d rhobar/dt = B rhobar, B the average
     local generator), clusters are detected, and a k-sweep fits
-    max_j ||rho_j - rhobar||_1 ~ k^slope. With `dicke.enabled` the qubits also
-    couple to one bosonic mode (dense engine) and are compared with their mean.
+    max_j ||rho_j - rhobar||_1 ~ k^slope. For a connected graph (pair couplings
+    allowed) the whole state is compared with the network-level blended orbit at
+    `orbit.n_save` times for each gain (`orbit_sweep`): its distance ~ k^slope
+    (metrics `orbit_slope`, `orbit_distance_max_k`; plot orbit_vs_k.png). With
+    `dicke.enabled` the qubits also couple to one bosonic mode (dense engine) and
+    are compared with their mean.
 
     Args:
         config: a mapping or a YAML path following `BlendedConfig`.
@@ -405,6 +421,31 @@ def run_blended(
         orbit = trace_distances(np.asarray(full.states), np.asarray(blend.states))
         metrics["orbit_attraction_late"] = float(orbit[tail].max())
 
+    ocfg = cfg["orbit"]
+    orbit = None
+    if ocfg["enabled"] and not dcfg["enabled"] and len(net.components) == 1:
+        if n > ocfg["max_n"]:
+            notes.append(
+                f"orbit attraction not measured: n={n} > orbit.max_n={ocfg['max_n']} "
+                "(full states)"
+            )
+        else:
+            orbit = orbit_sweep(
+                net,
+                list(rho0s),
+                np.linspace(0.0, cfg["times"]["t_end"], ocfg["n_save"]),
+                ocfg["ks"] or cfg["sweep"]["ks"],
+                t_skip=cfg["sweep"]["t_skip"],
+                **opts,
+            )
+            summary["orbit"] = {
+                k: v
+                for k, v in orbit.items()
+                if k not in ("distances", "blended_reduced")
+            }
+            metrics["orbit_slope"] = orbit["slope"]
+            metrics["orbit_distance_max_k"] = float(orbit["max_distance"][-1])
+
     bloch = bloch_vectors(reduced)
     bloch_bar = bloch_vectors(blended)
     plots = []
@@ -445,7 +486,21 @@ def run_blended(
         ax.set_xlabel("index")
         ax.set_ylabel("eigenvalue")
 
+    def draw_orbit(ax):
+        ks, dist = np.asarray(orbit["ks"]), np.asarray(orbit["max_distance"])
+        ax.loglog(ks, dist, "o-", label="max_t ||rho(t) - rhobar(t)||_F")
+        ax.loglog(
+            ks,
+            np.exp(orbit["intercept"]) * ks ** orbit["slope"],
+            "k--",
+            label=f"fit: slope {orbit['slope']:.3f}",
+        )
+        ax.set_xlabel("k")
+        ax.set_ylabel("distance to the blended orbit")
+
     plots.append(plot_axes(run, "error_vs_k.png", draw_sweep))
+    if orbit is not None:
+        plots.append(plot_axes(run, "orbit_vs_k.png", draw_orbit))
     plots.append(plot_axes(run, "laplacian_spectrum.png", draw_spectrum))
     plots.append(
         plot_curves(
@@ -465,6 +520,11 @@ def run_blended(
         trace_distance=tdist,
         frobenius_distance=fdist,
         bloch=bloch,
+        **(
+            {}
+            if orbit is None
+            else {"orbit_distances": orbit["distances"], "orbit_ks": orbit["ks"]}
+        ),
     )
     summary["plots"] = plots
     timings_s = {"wall": time.perf_counter() - started}

@@ -28,6 +28,7 @@ from qflow_jax.network.diagnostics import (
     frobenius_distances,
     k_sweep,
     network_trajectories,
+    orbit_sweep,
     trace_distances,
 )
 from qflow_jax.network.dicke import dicke_operators
@@ -92,6 +93,7 @@ __all__ = [
     "laplacian_spectrum",
     "network_mesolve",
     "network_trajectories",
+    "orbit_sweep",
     "partial_traces",
     "product_state",
     "quantum_laplacian",

@@ -12,7 +12,8 @@ from qflow_jax.network.blended import (
     blended_trajectories,
 )
 from qflow_jax.network.model import QubitNetwork, _components
-from qflow_jax.network.solve import sweep_reduced_states
+from qflow_jax.network.permutation import blended_invariant_mesolve, frobenius_distance
+from qflow_jax.network.solve import network_mesolve, product_state, sweep_reduced_states
 from qflow_jax.operators import PAULI
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "frobenius_distances",
     "k_sweep",
     "network_trajectories",
+    "orbit_sweep",
     "trace_distances",
 ]
 
@@ -187,24 +189,7 @@ def k_sweep(
         >>> print(round(out["slope"], 1))  # error ~ 1/k
         -1.0
     """
-    ks = np.asarray(ks, dtype=float)
-    if ks.ndim != 1 or ks.size < 2 or np.any(ks <= 0):
-        raise ValueError(f"`ks` must hold at least 2 gains > 0, got {ks}")
-    t = np.asarray(tsave, dtype=float)
-    if t_skip is None:
-        lap = network.graph_laplacian()
-        lam = min(
-            (
-                np.linalg.eigvalsh(lap[np.ix_(c, c)])[1]
-                for c in network.components
-                if len(c) > 1
-            ),
-            default=np.inf,
-        )
-        t_skip = min(10.0 / (ks.min() * lam), 0.5 * t[-1])
-    mask = t >= t_skip
-    if not np.any(mask):
-        raise ValueError(f"`t_skip`={t_skip} leaves no save time (t_end={t[-1]})")
+    ks, t, t_skip, mask = _sweep_times(network, ks, tsave, t_skip)
     bar = blended_trajectories(network, rho0, t)
     nets = [network.with_k(float(k)) for k in ks]
     reds = np.asarray(
@@ -229,4 +214,105 @@ def k_sweep(
         "slope": float(slope),
         "intercept": float(intercept),
         "t_skip": float(t_skip),
+    }
+
+
+def _sweep_times(
+    network: QubitNetwork, ks: Any, tsave: Any, t_skip: float | None
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(ks, times, t_skip, mask of the times >= t_skip) of a k-sweep, checked; the
+    default t_skip is 10 / (min(ks) lambda_2), at most half the horizon (after the
+    initial layer of the slowest gain)."""
+    ks = np.asarray(ks, dtype=float)
+    if ks.ndim != 1 or ks.size < 2 or np.any(ks <= 0):
+        raise ValueError(f"`ks` must hold at least 2 gains > 0, got {ks}")
+    t = np.asarray(tsave, dtype=float)
+    if t_skip is None:
+        lap = network.graph_laplacian()
+        lam = min(
+            (
+                np.linalg.eigvalsh(lap[np.ix_(c, c)])[1]
+                for c in network.components
+                if len(c) > 1
+            ),
+            default=np.inf,
+        )
+        t_skip = min(10.0 / (ks.min() * lam), 0.5 * t[-1])
+    mask = t >= t_skip
+    if not np.any(mask):
+        raise ValueError(f"`t_skip`={t_skip} leaves no save time (t_end={t[-1]})")
+    return ks, t, float(t_skip), mask
+
+
+def orbit_sweep(
+    network: QubitNetwork,
+    rho0: Any,
+    tsave: Any,
+    ks: Sequence[float],
+    *,
+    t_skip: float | None = None,
+    method: str = "tsit5",
+    rtol: float = 1e-9,
+    atol: float = 1e-11,
+) -> dict[str, Any]:
+    r"""Attraction of the whole network state to the blended orbit, vs swap gain.
+
+    For each k: d(k) = max_{t >= t_skip} ||rho_k(t) - rhobar(t)||_F, rho_k the full
+    state (`network_mesolve`, structured engine) and rhobar the network-level
+    blended trajectory d rhobar/dt = P L0 P rhobar from P rho0
+    (`blended_invariant_mesolve`, in the permutation-invariant operators). The
+    distance is read from the Pauli coefficients (`frobenius_distance`), one save
+    time at a time; the fitted slope of log d vs log k is -1 for O(1/k)
+    attraction. Pair couplings (Hamiltonian, not closed on the reduced states)
+    are allowed; the graph must be connected. Full states of n qubits are kept at
+    every save time (16 4^n bytes each): pass a few times.
+
+    Args:
+        network, rho0, tsave: the problem (the network's own k is ignored); rho0 a
+            list of n single-qubit states (a product) or a full state.
+        ks: gains, increasing, > 0.
+        t_skip: distances are measured for t >= t_skip; default as in `k_sweep`.
+        method, rtol, atol: options of both solves.
+
+    Returns:
+        dict with ks, max_distance, k_times_distance, distances (len(ks), nt),
+        slope, intercept (log d = intercept + slope log k), t_skip, and the
+        blended single-qubit state `blended_reduced` (nt, 2, 2).
+
+    Examples:
+        >>> net = qf.QubitNetwork(3, "path", k=1.0,
+        ...     H=[hz * qf.sigmaz() for hz in (0.5, 1.0, 1.5)],
+        ...     jump_ops=[[0.5 * qf.sigmam()]] * 3,
+        ...     couplings=[(0, 1, "XX", 0.3)])
+        >>> rho0 = [qf.fock_dm(2, 0), qf.fock_dm(2, 1), qf.fock_dm(2, 0)]
+        >>> out = orbit_sweep(net, rho0, np.linspace(0, 4, 9), [20, 80])
+        >>> print(round(out["slope"], 1))  # distance ~ 1/k
+        -1.0
+    """
+    ks, t, t_skip, mask = _sweep_times(network, ks, tsave, t_skip)
+    opts = dict(method=method, rtol=rtol, atol=atol)
+    bar = blended_invariant_mesolve(network, rho0, t, **opts)
+    start = product_state(rho0) if isinstance(rho0, list | tuple) else rho0
+    distances = []
+    for k in ks:
+        full = network_mesolve(network.with_k(float(k)), start, t, **opts)
+        distances.append(
+            [
+                float(frobenius_distance(full.states[i], bar.states[i]))
+                for i in range(t.size)
+            ]
+        )
+        del full
+    distances = np.asarray(distances)
+    worst = distances[:, mask].max(axis=1)
+    slope, intercept = np.polyfit(np.log(ks), np.log(worst), 1)
+    return {
+        "ks": ks,
+        "max_distance": worst,
+        "k_times_distance": ks * worst,
+        "distances": distances,
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "t_skip": t_skip,
+        "blended_reduced": np.asarray(bar.reduced),
     }

@@ -182,7 +182,11 @@ def test_blended_command_runs_the_path_config(tmp_path):
     assert summary["laplacian"]["kernel_dim"] == 20
     # the whole state sits within O(1/k) of the network-level blended orbit
     assert summary["metrics"]["orbit_attraction_late"] < 0.05
+    # ... and its distance to that orbit falls as 1/k (orbit_sweep)
+    assert summary["orbit"]["ks"] == [30.0, 100.0, 300.0]
+    assert abs(summary["metrics"]["orbit_slope"] + 1.0) < 0.1
     for png in (
+        "orbit_vs_k.png",
         "bloch_x.png",
         "bloch_z.png",
         "error_vs_k.png",

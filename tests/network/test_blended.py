@@ -18,6 +18,7 @@ from qflow_jax.network import (
     k_sweep,
     laplacian_spectrum,
     network_mesolve,
+    orbit_sweep,
     solve_reduced,
     swap_matrix,
     symmetrize,
@@ -160,6 +161,32 @@ def test_orbit_attraction_of_network_state():
         )
     # O(1/k): a 4x larger gain brings the state ~4x closer to the blended orbit
     assert 3.0 < errs[0] / errs[1] < 5.0
+
+
+def test_orbit_sweep_with_pair_couplings_matches_the_dense_orbit():
+    """orbit_sweep (invariant orbit, Pauli-coefficient distances) against the
+    enumerating `blended_network_mesolve` and dense Frobenius norms; with an XX pair
+    coupling the reduced states are not closed, the whole state still approaches
+    the orbit as 1/k."""
+    net = QubitNetwork(
+        3,
+        "path",
+        k=1.0,
+        H=[0.3 * qf.sigmax() + hz * qf.sigmaz() for hz in (0.5, 1.0, 1.5)],
+        jump_ops=[[np.sqrt(0.5) * qf.sigmam()]] * 3,
+        couplings=[(0, 1, "XX", 0.4), (1, 2, "ZZ", 0.2)],
+    )
+    tsave = np.linspace(0.0, 4.0, 5)
+    opts = dict(rtol=1e-10, atol=1e-12)
+    out = orbit_sweep(net, list(PSI3), tsave, [20.0, 80.0], **opts)
+    blend = blended_network_mesolve(net, PSI3, tsave, **opts)
+    for k, dist in zip((20.0, 80.0), out["distances"], strict=True):
+        full = network_mesolve(net.with_k(k), PSI3, tsave, **opts)
+        dense = np.linalg.norm(np.asarray(full.states - blend.states), axis=(1, 2))
+        np.testing.assert_allclose(dist, dense, rtol=1e-7, atol=1e-10)
+    assert out["distances"][:, 0].max() > 0.1  # P rho0 != rho0: the layer is skipped
+    assert abs(out["slope"] + 1.0) < 0.1
+    np.testing.assert_allclose(out["k_times_distance"], out["ks"] * out["max_distance"])
 
 
 def test_clusters_form_per_component():
