@@ -13,7 +13,7 @@ from qflow_jax.network import QubitNetwork, dicke_operators
 
 
 def test_shipped_configs_validate():
-    for name in ("path3", "ring8", "dicke"):
+    for name in ("path3", "ring8", "dicke", "orbit8"):
         cfg = validate_blended_config(load_yaml(f"configs/network_{name}.yaml"))
         assert cfg["network"]["n"] in (3, 8)
 
