@@ -52,6 +52,10 @@ METRIC_DEFINITIONS = {
     "marginal as l1_q; with a histogram, empty bins count as half a sample",
     "kl_exact_flow": "damped_modes only: KL(Q || q) over all 2N coordinates, Monte "
     "Carlo on eval_samples exact samples (final_ and max_ over save times)",
+    "kl_flow_ref": "trajectory references with reference.kl_samples: KL(q || Q) "
+    "over all 2N coordinates at t_end, Monte Carlo on kl_samples flow samples, Q = "
+    "pi^-N mean_i |<alpha|psi_i>|^2 of the trajectories' final kets "
+    "(final_kl_flow_ref and its _stderr over the samples)",
     "pde_residual": "flows: the relative TDVP residual E[(sc - Gc theta_dot)^2] / "
     "E[sc^2] at each save time (records[].pde_residual; sc: centred d log Q/dt "
     "from the Q-PDE, Gc theta_dot: the flow's best motion, fitted on the TDVP "
@@ -245,4 +249,7 @@ def record_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     if "kl_exact_flow" in last:
         out["final_kl_exact_flow"] = last["kl_exact_flow"]
         out["max_kl_exact_flow"] = max(r["kl_exact_flow"] for r in records)
+    if "kl_flow_ref" in last:
+        out["final_kl_flow_ref"] = last["kl_flow_ref"]
+        out["final_kl_flow_ref_stderr"] = last["kl_flow_ref_stderr"]
     return out

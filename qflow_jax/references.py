@@ -91,6 +91,12 @@ class Reference:
         where the reference has them (else None)."""
         return None
 
+    def kl_flow(self, i: int, x: Any, log_q: Any) -> tuple[float, float] | None:
+        """KL(q || Q) over all 2N coordinates at `tsave[i]` from samples x (M, 2N)
+        of the flow q with their log q (M,), and its standard error, where the
+        reference can evaluate Q at any point (else None)."""
+        return None
+
 
 class ExactDampedChain(Reference):
     """The exact solution of `chain` from the coherent product `initial`."""
@@ -219,6 +225,11 @@ class TrajectoryReference(Reference):
     its inputs, and a later reference of the same inputs reads it instead of
     solving again (`info["cached"]`): a resumed `qflow run` keeps its reference.
 
+    With `keep_final_states` the trajectories' kets at tsave[-1] are kept
+    (ntraj x D values, not cached): `kl_flow` then estimates KL(q || Q) there,
+    with Q(alpha) = pi^-N mean_i |<alpha|psi_i>|^2 at the flow's samples
+    (`ENRBasis.husimi_q`).
+
     Raises:
         TypeError: an initial state that is not a coherent or Fock product.
         ValueError: a truncated weight above `max_truncated_weight`.
@@ -250,6 +261,7 @@ class TrajectoryReference(Reference):
         atol: float = 1e-8,
         max_truncated_weight: float = 1e-4,
         cache: str | Path | None = None,
+        keep_final_states: bool = False,
     ):
         N = initial.n_modes
         self._set_model(H, jump_ops, N, tsave)
@@ -289,7 +301,12 @@ class TrajectoryReference(Reference):
                 atol,
             )
         )
-        if cache is not None and self._load(Path(cache), ident):
+        self._basis, self.final_kets = basis, None
+        if (
+            cache is not None
+            and not keep_final_states
+            and self._load(Path(cache), ident)
+        ):
             return
         exp_ops = [basis.number(j) for j in range(N)]
         exp_ops += [basis.destroy(j) for j in range(N)]
@@ -316,6 +333,8 @@ class TrajectoryReference(Reference):
         self.n_ref, self.n_stderr = expects[:, :N].real, stderr[:, :N]
         self.a_ref, self.a_stderr = expects[:, N:], stderr[:, N:]
         self.reduced = np.asarray(res.e_fn_values)  # (nt, len(modes), c, c)
+        if keep_final_states:
+            self.final_kets = res.final_state[..., 0]  # (ntraj, D)
         self.description = (
             f"mcsolve, {ntraj} trajectories in the basis of at most "
             f"{max_excitations} quanta (D = {basis.dim}), rtol {rtol:g}, atol {atol:g}"
@@ -362,6 +381,19 @@ class TrajectoryReference(Reference):
         except (OSError, KeyError, ValueError):
             return False
         return True
+
+    def kl_flow(self, i: int, x: Any, log_q: Any) -> tuple[float, float] | None:
+        """KL(q || Q) = E_q[log q - log Q] at the last save time (with
+        `keep_final_states`; else None), Q from the final kets at the M samples x:
+        the mean over samples and its standard error. Q is an average over ntraj
+        trajectories, so log Q carries a bias of about var/(2 ntraj Q^2) on top."""
+        if self.final_kets is None or i != len(self.tsave) - 1:
+            return None
+        x = np.asarray(x)
+        alpha = x[:, 0::2] + 1j * x[:, 1::2]
+        Q, _ = self._basis.husimi_q(self.final_kets, alpha, batch_size=16)
+        terms = np.asarray(log_q) - np.log(np.maximum(np.asarray(Q), 1e-300))
+        return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(terms.size))
 
     def q_marginal(self, i: int, mode: int, alphas: Any) -> np.ndarray:
         if mode not in self.marginal_modes:

@@ -46,6 +46,33 @@ def test_exact_kl_of_the_exact_density_is_zero_and_of_a_shifted_one_known():
     assert kl == pytest.approx(0.09, abs=5e-3)
 
 
+def test_kl_of_a_flow_against_the_trajectories_final_kets():
+    """Pure loss keeps a coherent state coherent on every trajectory, so the
+    trajectories' Q at t_end is the exact Gaussian: KL(q || Q) of the exact
+    density is 0 and of one shifted by d is |d|^2 (as for kl_exact)."""
+    tsave = [0.0, 1.0]
+    ref = TrajectoryReference(
+        0.5 * adag(0) @ a(0),
+        [a(0)],
+        CoherentState([1.0]),
+        tsave,
+        max_excitations=14,
+        ntraj=20,
+        key=jax.random.key(0),
+        keep_final_states=True,
+    )
+    assert ref.final_kets.shape == (20, 15)
+    assert ref.kl_flow(0, np.zeros((4, 2)), np.zeros(4)) is None  # t_end only
+    exact = CoherentState(ref.a_ref[1])
+    for shift, kl_true in [(0.0, 0.0), (0.3, 0.09)]:
+        q = CoherentState(ref.a_ref[1] + shift)
+        x = q.sample(jax.random.key(1), 4000)
+        kl, err = ref.kl_flow(1, x, q.log_q(x))
+        assert abs(kl - kl_true) < 4 * err + 1e-8, (kl, err)
+    x = exact.sample(jax.random.key(1), 200)
+    assert ref.kl_flow(1, x, exact.log_q(x))[0] == pytest.approx(0.0, abs=1e-8)
+
+
 def test_a_too_small_cutoff_is_refused():
     H = 0.25 * adag(0) @ adag(0) @ a(0) @ a(0)
     with (

@@ -225,6 +225,9 @@ class TrajectoryReferenceConfig(Section):
     rtol: PositiveFloat = 1e-6
     atol: PositiveFloat = 1e-8
     max_truncated_weight: PositiveFloat = 1e-4
+    # KL(q || Q) at t_end on this many flow samples (0: not measured); keeps the
+    # trajectories' final kets in memory (ntraj x D complex values)
+    kl_samples: NonNegativeInt = 0
 
 
 class MetricsConfig(Section):
@@ -342,7 +345,7 @@ def _evaluate(
     stderr = getattr(problem, "n_stderr", None)  # a statistical reference
     n_samples, m = cfg["eval_samples"], grid.mode
     k1, k2, k3 = jax.random.split(key, 3)
-    x, _ = sample_and_log_prob(flow, params, k1, n_samples)
+    x, log_q = sample_and_log_prob(flow, params, k1, n_samples)
     obs = sample_observables(x)
     n_flow = np.asarray(obs["n"])
     Q = problem.q_marginal(i, m, grid.alphas)
@@ -377,6 +380,10 @@ def _evaluate(
     kl = problem.kl_exact(i, logq_fn(flow, params), k2, n_samples)
     if kl is not None:
         record["kl_exact_flow"] = kl
+    m_kl = cfg["reference"].get("kl_samples", 0)
+    kl = problem.kl_flow(i, x[:m_kl], log_q[:m_kl]) if m_kl else None
+    if kl is not None:
+        record["kl_flow_ref"], record["kl_flow_ref_stderr"] = kl
     record.update(_residuals(flow, params, setup, k3, t))
     return record, q
 
@@ -512,6 +519,7 @@ def _problem(
                 atol=ref["atol"],
                 max_truncated_weight=ref["max_truncated_weight"],
                 cache=reference_cache,
+                keep_final_states=ref["kl_samples"] > 0,
             )
         except (TypeError, ValueError) as err:
             raise ConfigError(f"`reference`: {err}") from None

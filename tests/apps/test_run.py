@@ -235,7 +235,12 @@ def test_run_against_a_trajectory_reference(tmp_path):
         tdvp={"batch_size": 512},
         eval_samples=20000,
     )
-    cfg["reference"] = {"kind": "trajectories", "max_excitations": 8, "ntraj": 200}
+    cfg["reference"] = {
+        "kind": "trajectories",
+        "max_excitations": 8,
+        "ntraj": 200,
+        "kl_samples": 400,
+    }
     summary = run_qflow(cfg, tmp_path, progress=False)
     ref = summary["reference"]
     # 1.25 quanta: the Poisson tail beyond 8 quanta
@@ -248,3 +253,6 @@ def test_run_against_a_trajectory_reference(tmp_path):
     assert m["max_scaled_error_n_net"] <= m["max_scaled_error_n"]
     assert m["max_scaled_error_n_net"] < 0.03  # measured 0.021
     assert m["max_centroid_error"] < 0.03  # measured 0.014
+    # KL(q || Q) on 400 flow samples at t_end, Q from the 200 final kets
+    assert abs(m["final_kl_flow_ref"]) < 0.05 + 3 * m["final_kl_flow_ref_stderr"]
+    assert 0 < m["final_kl_flow_ref_stderr"] < 0.02
