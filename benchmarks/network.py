@@ -66,11 +66,11 @@ from qflow_jax.network.vector_field import _flip_rows
 K, GAMMA, T_END, N_SAVE, RTOL, ATOL = 5.0, 0.1, 5.0, 51, 1e-6, 1e-8
 
 
-def ring(n: int) -> QubitNetwork:
+def ring(n: int, k: float = K) -> QubitNetwork:
     return QubitNetwork(
         n,
         "ring",
-        k=K,
+        k=k,
         H=[(j + 1) / 2 * qf.sigmaz() + 0.3 * qf.sigmax() for j in range(n)],
         jump_ops=[[math.sqrt(GAMMA) * qf.sigmam()] for _ in range(n)],
     )

@@ -20,9 +20,10 @@ d rhobar/dt = P L0 P rhobar in the permutation-invariant operators
   first call and warm.
 
 Writes benchmarks/results/orbit_attraction.json and orbit_attraction.png (distance
-vs k per n with the fits). --quick: n = 4, 6 and the blended n = 20 only.
+vs k per n with the fits). --quick: n = 4, 6 and the blended n = 20 only; --sizes:
+the full-state sizes (default 4 6 8 10 12).
 
-Run: python benchmarks/orbit_attraction.py [--quick] [--out FILE]
+Run: python benchmarks/orbit_attraction.py [--quick] [--sizes N ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 6, 8, 10, 12])
     args = parser.parse_args()
-    sizes = (4, 6) if args.quick else (4, 6, 8, 10, 12)
+    sizes = (4, 6) if args.quick else tuple(args.sizes)
     blended_sizes = (20,) if args.quick else (20, 50, 100)
     rows = []
     for n in sizes:

@@ -24,7 +24,6 @@ when Q is negligible there, which `GridSolution.q_mass_stabilized` and
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 
 from qflow_jax.core.checks import check_finite, check_tsave, is_concrete
 from qflow_jax.core.integrate import integrate, raise_if_failed
+from qflow_jax.core.memory import InsufficientMemoryError, available_memory
 from qflow_jax.core.methods import (
     DEFAULT_ATOL,
     DEFAULT_MAX_STEPS,
@@ -183,17 +183,6 @@ def estimate_grid_memory(
     if stabilize:
         copies += _STABILIZE_COPIES
     return 8 * grid.n_points * copies
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def _fd_weights(order: int) -> np.ndarray:
@@ -437,10 +426,10 @@ def solve_grid(
         raise TypeError(f"`stabilize` must be a bool, got {stabilize!r}")
     if stabilize:
         _check_second_order(pde)
-    limit = int(0.5 * _available_memory()) if max_memory is None else int(max_memory)
+    limit = int(0.5 * available_memory()) if max_memory is None else int(max_memory)
     need = estimate_grid_memory(grid, scheme, tsave.shape[0], stabilize=stabilize)
     if need > limit:
-        raise MemoryError(
+        raise InsufficientMemoryError(
             f"grid {'x'.join(map(str, grid.shape))} = {grid.n_points:.3g} points needs "
             f"about {need / 2**30:.3g} GiB for a '{scheme}' solve, over the limit of "
             f"{limit / 2**30:.3g} GiB (`max_memory`); use fewer `points`"

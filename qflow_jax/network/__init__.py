@@ -50,9 +50,11 @@ from qflow_jax.network.permutation import (
 )
 from qflow_jax.network.solve import (
     METHODS,
+    NetworkMemoryEstimate,
     NetworkResult,
     ReducedResult,
     ReducedVectorField,
+    network_memory_estimate,
     network_mesolve,
     product_state,
     solve_reduced,
@@ -67,6 +69,7 @@ __all__ = [
     "BlendedNetworkVectorField",
     "InvariantResult",
     "InvariantVectorField",
+    "NetworkMemoryEstimate",
     "NetworkResult",
     "NetworkVectorField",
     "PermutationInvariantBasis",
@@ -91,6 +94,7 @@ __all__ = [
     "invariant_generator",
     "k_sweep",
     "laplacian_spectrum",
+    "network_memory_estimate",
     "network_mesolve",
     "network_trajectories",
     "orbit_sweep",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import diffrax as dfx
 import equinox as eqx
@@ -15,6 +15,11 @@ import optimistix as optx
 
 from qflow_jax.core.checks import check_density, check_tsave, is_concrete, to_array
 from qflow_jax.core.integrate import Integration, integrate, raise_if_failed
+from qflow_jax.core.memory import (
+    InsufficientMemoryError,
+    available_memory,
+    memory_place,
+)
 from qflow_jax.core.methods import (
     ADAPTIVE_NAMES,
     AbstractMethod,
@@ -32,9 +37,11 @@ from qflow_jax.network.vector_field import NetworkVectorField, partial_traces
 
 __all__ = [
     "METHODS",
+    "NetworkMemoryEstimate",
     "NetworkResult",
     "ReducedResult",
     "ReducedVectorField",
+    "network_memory_estimate",
     "network_mesolve",
     "product_state",
     "solve_reduced",
@@ -45,6 +52,22 @@ __all__ = [
 # no cheap exact diagonal flow)
 METHODS = tuple(m for m in ADAPTIVE_NAMES if m != "auto" and not m.startswith("lawson"))
 _REMEDY = "for large swap gains use method='kencarp4' (swaps implicit)"
+
+# State-sized (2^n x 2^n complex128) buffers of a solve that saves no states, from
+# the compiled programs on the CPU (`memory_analysis()`: temporaries + arguments +
+# outputs - donated, n = 8..10, either kernel): the state (donated, also the final
+# state), the stages, the stage input, the error estimate and XLA's copy of the
+# first stage (the loop carries it); implicit methods add the Newton iterates and
+# GMRES's Krylov basis (restart 30)
+_STATE_BUFFERS = {
+    "tsit5": 11,
+    "dopri5": 18,
+    "dopri8": 20,
+    "kvaerno3": 118,
+    "kvaerno5": 121,
+    "kencarp4": 90,
+    "kencarp5": 94,
+}
 
 
 def _solver(method: AbstractMethod) -> dfx.AbstractSolver:
@@ -178,8 +201,20 @@ def _terms(vfs):
     return dfx.MultiTerm(*(dfx.ODETerm(v) for v in vfs))
 
 
-@eqx.filter_jit
-def _solve_network(vfs, n, solver, method, rho0, tsave, exp_ops, save_states, throw):
+def _solve_network(
+    vfs, n, solver, method, rho0, tsave, exp_ops, save_states, throw, donate=False
+) -> Integration:
+    """The network solve, compiled. `donate`: rho0's buffer becomes the solver's
+    state (one state-sized buffer less); rho0 must then be a fresh array."""
+    setup = (vfs, n, solver, method, tsave, exp_ops, save_states, throw)
+    if donate:
+        return _network_integration_donating(setup, rho0)
+    return _network_integration(setup, rho0)
+
+
+def _integrate_network(setup: tuple, rho0: jax.Array) -> Integration:
+    vfs, n, solver, method, tsave, exp_ops, save_states, throw = setup
+
     def save(t, rho):
         ex = None if exp_ops is None else jnp.einsum("kij,ji->k", exp_ops, rho)
         return (rho if save_states else None), partial_traces(rho, n), ex
@@ -197,6 +232,12 @@ def _solve_network(vfs, n, solver, method, rho0, tsave, exp_ops, save_states, th
     )
 
 
+_network_integration = eqx.filter_jit(_integrate_network)
+_network_integration_donating = eqx.filter_jit(
+    _integrate_network, donate="all-except-first"
+)
+
+
 def network_mesolve(
     network: QubitNetwork,
     rho0: Any,
@@ -209,6 +250,7 @@ def network_mesolve(
     exp_ops: Sequence[Any] | None = None,
     save_states: bool = True,
     kernel: str = "auto",
+    max_memory: int | None = None,
 ) -> NetworkResult:
     r"""Solves the network master equation on the full 2^n x 2^n density matrix.
 
@@ -235,6 +277,11 @@ def network_mesolve(
         kernel: the right-hand side's kernel (`NetworkVectorField`): "auto" (the
             compiled CPU kernel with an explicit method where it builds, else XLA),
             "native" or "xla".
+        max_memory: refuse, before allocating, a solve whose estimated peak
+            (`network_memory_estimate`) exceeds this many bytes (default: the
+            memory available on JAX's first device: an accelerator's allocator
+            limit less what is in use, on the CPU the available RAM), with an
+            `InsufficientMemoryError` (a MemoryError and a ValueError).
 
     Works under `jax.jit`, `jax.vmap` and `jax.grad` with respect to rho0 and to the
     network's parameters (swap gain, qubit Hamiltonians, jump operators, coupling
@@ -258,10 +305,138 @@ def network_mesolve(
             f"`network` must be a QubitNetwork, got {type(network).__name__}"
         )
     method = _method(method, rtol, atol, max_steps)
+    tsave = check_tsave(tsave, jnp.float64)
+    n_ex = 0 if exp_ops is None else len(exp_ops)
+    _check_memory(network.n, method, tsave.shape[0], save_states, n_ex, max_memory)
     y0, tsave, ex = _network_inputs(network.n, rho0, tsave, exp_ops)
     solver, vfs = _solver_and_fields(NetworkVectorField, network, method, kernel)
     return _run_network(
         vfs, network.n, y0, tsave, ex, solver, method, save_states, "network_mesolve"
+    )
+
+
+def _lower_network(
+    network: QubitNetwork,
+    rho0: Any,
+    tsave: Any,
+    *,
+    method: Any = "tsit5",
+    exp_ops: Any = None,
+    save_states: bool = True,
+    kernel: str = "auto",
+):
+    """The `jax.stages.Lowered` program of the concrete `network_mesolve` call with
+    these arguments (for `memory_analysis()` in tests and benchmarks)."""
+    method = _method(method, None, None, None)
+    y0, tsave, ex = _network_inputs(network.n, rho0, tsave, exp_ops)
+    solver, vfs = _solver_and_fields(NetworkVectorField, network, method, kernel)
+    setup = (vfs, network.n, solver, method, tsave, ex, save_states, False)
+    return _network_integration_donating.lower(setup, y0).lowered
+
+
+class NetworkMemoryEstimate(NamedTuple):
+    """What `network_memory_estimate` returns.
+
+    Attributes:
+        bytes: estimated peak bytes of the solve (all its buffers at once).
+        buffers: state-sized buffers among them (the saved states included).
+        state_bytes: bytes of one 2^n x 2^n complex128 state, 16 x 4^n.
+    """
+
+    bytes: int
+    buffers: int
+    state_bytes: int
+
+
+def network_memory_estimate(
+    n: int,
+    method: str | AbstractMethod | dfx.AbstractSolver = "tsit5",
+    *,
+    nt: int = 2,
+    save_states: bool = True,
+    n_exp_ops: int = 0,
+) -> NetworkMemoryEstimate:
+    """Estimated peak memory of a `network_mesolve` solve of n qubits, before
+    anything is allocated (`network_mesolve` refuses a solve that does not fit).
+
+    The solve holds B state-sized buffers of 16 x 4^n bytes,
+
+        B = B_method + nt (save_states) + n_exp_ops,
+
+    B_method = 11 for "tsit5" (the state, 7 stages, the stage input, the error
+    estimate and a copy of the first stage: counted in the compiled program), 18
+    for "dopri5", 20 for "dopri8", 90 to 121 for the implicit methods (GMRES keeps
+    31 Krylov vectors); plus the saved reduced states and expectation values.
+
+    Args:
+        n: number of qubits.
+        method: as in `network_mesolve`.
+        nt: number of save times (len(tsave)).
+        save_states: whether the nt network states are kept.
+        n_exp_ops: number of operators in `exp_ops`.
+
+    Examples:
+        >>> from qflow_jax.network import network_memory_estimate
+        >>> est = network_memory_estimate(12, nt=51, save_states=False)
+        >>> est.buffers, round(est.bytes / 2**30, 2)
+        (11, 2.75)
+    """
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"`n` must be a positive integer, got {n!r}")
+    method = _method(method, None, None, None)
+    buffers = _state_buffers(method) + nt * bool(save_states) + n_exp_ops
+    state = 16 * 4**n
+    small = 16 * nt * (4 * n + n_exp_ops)  # reduced states and expectation values
+    return NetworkMemoryEstimate(buffers * state + small, buffers, state)
+
+
+def _state_buffers(method: AbstractMethod) -> int:
+    """B_method of `network_memory_estimate`; a diffrax solver: an explicit one its
+    stages + 11, any other the largest implicit count."""
+    solver = getattr(method, "diffrax_solver", None)
+    if solver is None:
+        return _STATE_BUFFERS[method.name]
+    if isinstance(solver, UnrolledTsit5):
+        return _STATE_BUFFERS["tsit5"]
+    if isinstance(solver, dfx.AbstractERK):
+        return len(solver.tableau.b_sol) + 11
+    return max(_STATE_BUFFERS.values())
+
+
+def _check_memory(
+    n: int,
+    method: AbstractMethod,
+    nt: int,
+    save_states: bool,
+    n_exp_ops: int,
+    max_memory: int | None,
+) -> None:
+    """Raises InsufficientMemoryError when the estimated solve exceeds the limit."""
+    est = network_memory_estimate(
+        n, method, nt=nt, save_states=save_states, n_exp_ops=n_exp_ops
+    )
+    limit = available_memory() if max_memory is None else int(max_memory)
+    if est.bytes <= limit:
+        return
+    where = memory_place() if max_memory is None else "`max_memory`"
+    hints = ["fewer qubits", "a device with more memory"]
+    if save_states:
+        hints.insert(0, f"save_states=False (saves {nt} states less)")
+    if method.implicit:
+        hints.insert(0, f"an explicit method ('tsit5': {_STATE_BUFFERS['tsit5']})")
+    if n_exp_ops:
+        hints.insert(0, "fewer `exp_ops` (or the reduced states, always saved)")
+    raise InsufficientMemoryError(
+        f"network_mesolve: n={n} qubits with method={method.name!r} needs about "
+        f"{_size(est.bytes)} ({est.buffers} buffers of {_size(est.state_bytes)}, "
+        "the 2^n x 2^n state; `network_memory_estimate`), more than the "
+        f"{_size(limit)} available ({where}). Use " + ", ".join(hints) + "."
+    )
+
+
+def _size(nbytes: float) -> str:
+    return (
+        f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
     )
 
 
@@ -290,7 +465,10 @@ def _run_network(vfs, n, y0, tsave, ex, solver, method, save_states, engine):
     # under a trace failures raise inside the program; eagerly they are checked
     # here, for a plain RuntimeError
     throw = not is_concrete((vfs, y0, tsave, ex))
-    out = _solve_network(vfs, n, solver, method, y0, tsave, ex, save_states, throw)
+    # y0 is the checked copy of the caller's rho0: its buffer can be donated
+    out = _solve_network(
+        vfs, n, solver, method, y0, tsave, ex, save_states, throw, donate=not throw
+    )
     if not throw:
         raise_if_failed(out.status, engine, method.max_steps, _REMEDY)
     states, reduced, expects = out.saved
