@@ -462,17 +462,22 @@ def run_blended(
             ).name
         )
 
-    def draw_sweep(ax):
-        ks, err = np.asarray(sweep["ks"]), np.asarray(sweep["max_error"])
-        ax.loglog(ks, err, "o-", label="max_j ||rho_j - rhobar||_1 / 2")
-        ax.loglog(
-            ks,
-            np.exp(sweep["intercept"]) * ks ** sweep["slope"],
-            "k--",
-            label=f"fit: slope {sweep['slope']:.3f}",
-        )
-        ax.set_xlabel("k")
-        ax.set_ylabel("max error")
+    def draw_fit(fit, key, label, ylabel):
+        """log-log `fit[key]` vs k with the fitted power law."""
+
+        def draw(ax):
+            ks = np.asarray(fit["ks"])
+            ax.loglog(ks, np.asarray(fit[key]), "o-", label=label)
+            ax.loglog(
+                ks,
+                np.exp(fit["intercept"]) * ks ** fit["slope"],
+                "k--",
+                label=f"fit: slope {fit['slope']:.3f}",
+            )
+            ax.set_xlabel("k")
+            ax.set_ylabel(ylabel)
+
+        return draw
 
     def draw_spectrum(ax):
         ax.plot(np.arange(eig.size), np.sort(eig), ".", label=label)
@@ -486,20 +491,17 @@ def run_blended(
         ax.set_xlabel("index")
         ax.set_ylabel("eigenvalue")
 
-    def draw_orbit(ax):
-        ks, dist = np.asarray(orbit["ks"]), np.asarray(orbit["max_distance"])
-        ax.loglog(ks, dist, "o-", label="max_t ||rho(t) - rhobar(t)||_F")
-        ax.loglog(
-            ks,
-            np.exp(orbit["intercept"]) * ks ** orbit["slope"],
-            "k--",
-            label=f"fit: slope {orbit['slope']:.3f}",
-        )
-        ax.set_xlabel("k")
-        ax.set_ylabel("distance to the blended orbit")
-
+    draw_sweep = draw_fit(
+        sweep, "max_error", "max_j ||rho_j - rhobar||_1 / 2", "max error"
+    )
     plots.append(plot_axes(run, "error_vs_k.png", draw_sweep))
     if orbit is not None:
+        draw_orbit = draw_fit(
+            orbit,
+            "max_distance",
+            "max_t ||rho(t) - rhobar(t)||_F",
+            "distance to the blended orbit",
+        )
         plots.append(plot_axes(run, "orbit_vs_k.png", draw_orbit))
     plots.append(plot_axes(run, "laplacian_spectrum.png", draw_spectrum))
     plots.append(

@@ -290,6 +290,7 @@ def test_dicke_model_against_piqs():
     np.testing.assert_allclose(Jx2, ref[2], atol=1e-7 * N**2)
 
 
+@pytest.mark.slow  # ~30 s each (n = 100, dim 176851)
 def test_n100_local_terms_keep_the_product_closed_form():
     # without couplings P L0 P maps rho^(x)n to the product of rho(t) = exp(B t) rho
     # with B the blended qubit generator: the solution is known at any n
@@ -314,6 +315,7 @@ def test_n100_local_terms_keep_the_product_closed_form():
         np.testing.assert_allclose(c, from_product([rho_t] * n), atol=1e-7)
 
 
+@pytest.mark.slow  # ~30 s each (n = 100, dim 176851)
 def test_n100_with_couplings_conserves_trace_and_stays_a_state():
     n = 100
     net = QubitNetwork(
