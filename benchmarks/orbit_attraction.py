@@ -78,6 +78,7 @@ def full_row(n: int, ks: tuple[float, ...]) -> dict:
         t_skip=T_SKIP,
         rtol=RTOL,
         atol=ATOL,
+        progress=True,
     )
     return {
         "n": n,

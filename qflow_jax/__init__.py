@@ -56,6 +56,7 @@ _MODULES = {
         "RK4 Auto Dopri5 Dopri8 Euler Heun KenCarp4 KenCarp5 Kvaerno3 Kvaerno5 "
         "Lawson Solver Tsit5 method_from"
     ),
+    "qflow_jax.core.memory": "InsufficientMemoryError",
     "qflow_jax.core.result": "SolveResult",
     "qflow_jax.core.timeops": "constant modulated timecallable",
     "qflow_jax.husimi": "QPDE Grid GridSolution compile_qpde husimi_q solve_grid",
@@ -65,7 +66,8 @@ _MODULES = {
     "qflow_jax.network": (
         "NetworkResult PermutationInvariantBasis QubitNetwork ReducedResult "
         "blended_invariant_mesolve blended_lindbladian blended_network_mesolve "
-        "blended_trajectory k_sweep laplacian_spectrum network_mesolve solve_reduced"
+        "blended_trajectory k_sweep laplacian_spectrum network_memory_estimate "
+        "network_mesolve solve_reduced"
     ),
     "qflow_jax.operators": (
         "basis coherent coherent_dm create destroy expect eye fidelity fock fock_dm "
@@ -121,6 +123,7 @@ __all__ = [
     "MESolveResult",
     "MCSolveResult",
     "TruncationError",
+    "InsufficientMemoryError",
     "NetworkResult",
     "ReducedResult",
     "GridSolution",
@@ -163,6 +166,7 @@ __all__ = [
     "blended_trajectory",
     "k_sweep",
     "laplacian_spectrum",
+    "network_memory_estimate",
     # operators and states
     "basis",
     "ENRBasis",

@@ -3,9 +3,19 @@ the README's main job that every test of its results shares."""
 
 import os
 
-import jax
-import numpy as np
-import pytest
+# The suite is bound by XLA compilation, and its programs are small: LLVM's
+# optimizations cost more than they save, so tests (and the CLI subprocesses they
+# start) compile at backend optimization level 0 (the suite takes ~30% less time).
+# Numerics are unchanged (no fast-math at any level); an optimization level set in
+# XLA_FLAGS by the caller is kept.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 # the CLI's persistent compilation cache stays off in tests (one test turns it on
@@ -31,9 +41,20 @@ def default_run(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Drops JAX's compiled programs after every test module: each CPU executable
-    holds memory maps, and the whole suite's thousands of them reach the kernel's
-    limit of 65530 maps per process (vm.max_map_count), where XLA's next
-    compilation crashes with a segmentation fault."""
+    """Drops JAX's compiled programs after a test module once this process holds
+    many memory maps: each CPU executable holds some, and the whole suite's
+    thousands of them would reach the kernel's limit of 65530 maps per process
+    (vm.max_map_count), where XLA's next compilation crashes with a segmentation
+    fault. Below the threshold the programs stay: later modules reuse them."""
     yield
-    jax.clear_caches()
+    try:
+        with open("/proc/self/maps") as maps:
+            n_maps = sum(1 for _ in maps)
+    except OSError:  # not Linux: no count, always release
+        n_maps = _MAX_MAPS
+    if n_maps >= _MAX_MAPS:
+        jax.clear_caches()
+
+
+# release at 40% of the kernel's default limit (a module adds at most a few thousand)
+_MAX_MAPS = 26_000

@@ -1,10 +1,14 @@
 """Random operators, states and qubit networks shared by the tests (a helper
 module, not a test module: tests import from here, never from each other)."""
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
 import numpy as np
 import qutip
 
 import qflow_jax as qf
+from qflow_jax.cli import main
 from qflow_jax.network import QubitNetwork
 
 
@@ -80,3 +84,24 @@ def liouvillian(net) -> np.ndarray:
 def vec(rho: np.ndarray) -> np.ndarray:
     """Column-stacked vec(rho), QuTiP's convention."""
     return rho.reshape(-1, order="F")
+
+
+def qflow(args: list[str]) -> tuple[int, str]:
+    """Runs the `qflow` CLI in this process: (exit code, stderr)."""
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        try:
+            code = main(args)
+        except SystemExit as exit_:  # argparse's errors
+            code = exit_.code
+    return code, err.getvalue()
+
+
+def assert_refused(args: list[str], message: str) -> None:
+    """The CLI refuses `args` with exit code 2 and a one-line `message`."""
+    code, err = qflow(args)
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err
+    # one line (after any progress bar or argparse's usage line)
+    assert message in err.strip().splitlines()[-1], err

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from qflow_jax.network.blended import (
     blended_superoperator,
@@ -254,6 +255,7 @@ def orbit_sweep(
     method: str = "tsit5",
     rtol: float = 1e-9,
     atol: float = 1e-11,
+    progress: bool = False,
 ) -> dict[str, Any]:
     r"""Attraction of the whole network state to the blended orbit, vs swap gain.
 
@@ -273,6 +275,8 @@ def orbit_sweep(
         ks: gains, increasing, > 0.
         t_skip: distances are measured for t >= t_skip; default as in `k_sweep`.
         method, rtol, atol: options of both solves.
+        progress: a tqdm progress bar over the gains (each full solve of 12
+            qubits takes many minutes on a CPU).
 
     Returns:
         dict with ks, max_distance, k_times_distance, distances (len(ks), nt),
@@ -294,7 +298,8 @@ def orbit_sweep(
     bar = blended_invariant_mesolve(network, rho0, t, **opts)
     start = product_state(rho0) if isinstance(rho0, list | tuple) else rho0
     distances = []
-    for k in ks:
+    bar_k = tqdm(ks, disable=not progress, desc="orbit_sweep", unit="gain")
+    for k in bar_k:
         full = network_mesolve(network.with_k(float(k)), start, t, **opts)
         distances.append(
             [
@@ -303,6 +308,7 @@ def orbit_sweep(
             ]
         )
         del full
+        bar_k.set_postfix(k=float(k), distance=np.max(np.asarray(distances[-1])[mask]))
     distances = np.asarray(distances)
     worst = distances[:, mask].max(axis=1)
     slope, intercept = np.polyfit(np.log(ks), np.log(worst), 1)

@@ -1,7 +1,9 @@
-"""The `qflow` command line: the default run, Lindblad configs, bad input."""
+"""The `qflow` command line: the default run (its results, its resumption after
+kill -9, its damaged and foreign checkpoints), Lindblad configs, bad input."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import yaml
 
 from qflow_jax.checkpoints import Checkpoints
 from qflow_jax.cli import main
+from tests.helpers import assert_refused
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_FORMAT = ("command", "status", "config", "versions", "metrics", "timings_s")
@@ -265,3 +268,58 @@ def test_version_and_help_do_not_import_jax():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("qflow_jax 0.1.0\n")
     assert "usage: qflow" in proc.stdout
+
+
+# ------------------------------------------------- damaged and foreign checkpoints
+
+
+def _meta(step) -> tuple:
+    path = step / "meta" / "metadata"
+    return path, json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "checkpoints (step 10) is damaged ("),
+        ("garbled meta", "checkpoints (step 10) is damaged (JSONDecodeError"),
+        ("no fingerprint", "carries no run fingerprint"),
+        ("other version", "qflow_jax is '0.0.1' there, '"),
+        ("other gamma", "config.model.gamma is 1.0 there, 0.5 now"),
+        ("other seed", "config.seed is 0 there, 7 now"),
+        ("not a folder", "is not a checkpoints folder"),
+    ],
+)
+def test_resume_refuses_damaged_and_foreign_checkpoints(
+    default_run, tmp_path, damage, message
+):
+    """The checkpoints of the session's default run (conftest), copied, damaged
+    or resumed with another config."""
+    from qflow_jax.apps.run import DEFAULT_QFLOW_CONFIG
+
+    out = tmp_path / "out"
+    shutil.copytree(default_run, out)
+    config = tmp_path / "run.yaml"
+    other = json.loads(json.dumps(DEFAULT_QFLOW_CONFIG))
+    step = out / "checkpoints" / "10"  # the last step
+    meta_file, meta = _meta(step)
+    if damage == "truncated":
+        data = max(step.rglob("d/*"), key=lambda p: p.stat().st_size)
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage == "garbled meta":
+        meta_file.write_text('{"fingerprint": ')
+    elif damage == "no fingerprint":
+        meta.pop("fingerprint")
+    elif damage == "other version":
+        meta["fingerprint"]["qflow_jax"] = "0.0.1"
+    elif damage == "other gamma":
+        other["model"]["gamma"] = 0.5
+    elif damage == "other seed":
+        other["seed"] = 7
+    else:
+        shutil.rmtree(out / "checkpoints")
+        (out / "checkpoints").write_text("not a folder")
+    if damage in ("no fingerprint", "other version"):
+        meta_file.write_text(json.dumps(meta))
+    config.write_text(yaml.safe_dump(other))
+    assert_refused(["run", str(config), "--out", str(out), "--resume"], message)

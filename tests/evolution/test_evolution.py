@@ -126,6 +126,7 @@ def test_euler_kl_step_reaches_the_euler_target():
     assert info["loss"] < 5e-3
 
 
+@pytest.mark.slow  # a convergence run
 def test_midpoint_step_is_second_order():
     # One step of dt = 0.1: the Euler target's mean misses the exact one by
     # |A0 z^2 / 2| = 0.0125 (z = (iW + G/2) dt), the midpoint rule's by ~|A0 z^3/6|.
@@ -249,7 +250,8 @@ def moved_params(flow, params):
     )
 
 
-@pytest.mark.parametrize("batch", [64, 512])  # fewer and more samples than the 128
+# fewer and more samples than the 128 (512: with -m slow)
+@pytest.mark.parametrize("batch", [64, pytest.param(512, marks=pytest.mark.slow)])
 def test_sample_space_solve_equals_the_dense_one(batch):
     # minSR: (S + eps)^-1 F = Gc^T (T + eps)^-1 sc / B and S^+ F = Gc^T T^+ sc / B
     pde, flow, params = damped()

@@ -83,8 +83,9 @@ def models():
 
 
 # Order-8 PDEs on R^4: each test compiles nested forward mode 8 deep (about a minute on
-# 2 CPU cores), so they run with `-m slow`.
-SLOW = {"random_2_full"}
+# 2 CPU cores), so they run with `-m slow`; so does the two-mode random model of total
+# degree 2 (14 s; random_1 and the named two-mode models cover two modes by default).
+SLOW = {"random_2_full", "random_2"}
 
 
 def model_params():

@@ -43,6 +43,7 @@ def _damped_errors(scheme, points, half_width=6.0):
     return np.asarray(errs), integrals
 
 
+@pytest.mark.slow  # a convergence run
 def test_fd_converges_at_second_order_and_conserves_integral():
     points = [32, 48, 64]
     errs, integrals = _damped_errors("fd", points)
@@ -55,6 +56,7 @@ def test_fd_converges_at_second_order_and_conserves_integral():
         np.testing.assert_allclose(integral, 1.0, atol=1e-8)
 
 
+@pytest.mark.slow  # a convergence run
 def test_spectral_converges_exponentially_and_conserves_integral():
     points = [16, 24, 32]
     errs, integrals = _damped_errors("spectral", points)
@@ -179,7 +181,10 @@ def test_stabilized_solvers_match_fock_space_kerr_solve(scheme):
     assert float(jnp.max(jnp.abs(sol.q_mass_stabilized))) < 1e-4
 
 
-@pytest.mark.parametrize("scheme", ["fd", "spectral"])
+# fd blows up only after ~4000 steps (50 s): with -m slow
+@pytest.mark.parametrize(
+    "scheme", [pytest.param("fd", marks=pytest.mark.slow), "spectral"]
+)
 def test_grid_solvers_refuse_to_return_a_blown_up_kerr_solution(scheme):
     # the fine grids above, without `stabilize`
     grid = Grid(2, KERR_POINTS[scheme], KERR_L)

@@ -313,6 +313,7 @@ def _error_slope(run, exact, sizes, groups):
     return slope, 1 / np.sqrt(np.sum(w * (x - xm) ** 2))
 
 
+@pytest.mark.slow  # a convergence run
 def test_error_falls_as_one_over_sqrt_ntraj():
     """The excited population of the atom (save times 0.5 to 4): the slope is -1/2
     within three of its standard errors."""

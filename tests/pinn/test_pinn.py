@@ -207,40 +207,45 @@ def accuracy(sol):
     return np.array(rel), np.array(dn), obs["norm"]
 
 
-SMOKE = PINNSettings(
-    hidden=(32, 32),
-    envelope="gaussian",
-    steps=300,
-    learning_rate=1e-2,
-    schedule="warmup_cosine",
-    log_every=150,
-)
+# The smoke run: 300 steps of `qflow pinn` (run_pinn) on [0, 2], trained once for the
+# module; its library-level training history and its run folder are both checked.
+SMOKE = {
+    "hidden": [32, 32],
+    "envelope": "gaussian",
+    "steps": 300,
+    "learning_rate": 1e-2,
+    "schedule": "warmup_cosine",
+    "log_every": 150,
+}
 
 
 @pytest.fixture(scope="module")
-def smoke_solution():
-    return train_pinn(damped_pde(), coherent_q(A0), SMOKE, jax.random.key(0))
+def smoke_run(tmp_path_factory):
+    config = {
+        "name": "pinn_smoke",
+        "initial": {"alpha": [[A0.real, A0.imag]]},
+        "pinn": SMOKE,
+        "times": {"t_end": TIMES[-1], "n_save": len(TIMES)},
+        "eval": {"n_grid": 64},
+    }
+    out = tmp_path_factory.mktemp("pinn_smoke")
+    return out, run_pinn(config, out, progress=False)
 
 
-def test_smoke_training_reduces_the_residual(smoke_solution):
-    h = smoke_solution.history
+def test_smoke_training_reduces_the_residual(smoke_run):
+    out, _ = smoke_run
+    h = np.load(out / "arrays.npz")
     for k in ("loss", "residual", "initial", "norm", "learning_rate", "wall_time"):
-        assert h[k].shape == (SMOKE.steps,)
-    assert np.all(np.diff(h["wall_time"]) >= 0) and h["train_wall_s"] > 0
+        assert h[f"history_{k}"].shape == (SMOKE["steps"],)
+    assert np.all(np.diff(h["history_wall_time"]) >= 0)
+    assert h["history_train_wall_s"] > 0
     # the box [-5, 5]^2 misses Q0's tail beyond x = 5: erfc(3) / 2 = 1.1e-5
-    np.testing.assert_allclose(h["q0_norm"], 1.0 - math.erfc(3.0) / 2, atol=1e-7)
+    np.testing.assert_allclose(
+        h["history_q0_norm"], 1.0 - math.erfc(3.0) / 2, atol=1e-7
+    )
     # the initial envelope is Q0 itself: the residual starts at O(10)
-    assert np.mean(h["residual"][-30:]) < 0.05 * np.mean(h["residual"][:10])
-
-
-def test_smoke_training_approximates_the_exact_solution(smoke_solution):
-    rel, dn, norm = accuracy(smoke_solution)
-    # 300 steps are far from converged: seeds 0-3 measured rel L2 <= 0.21 and
-    # |d<n>| <= 0.43 (seed 0: 0.083 and 0.16); a PINN that stays at Q0 has rel L2 1.2
-    # and |d<n>| 2.5 at t = 1, the default settings reach 0.006 and 0.002 (slow test)
-    assert np.all(rel < 0.25), rel
-    assert np.all(dn < 0.5), dn
-    np.testing.assert_allclose(norm, 1.0, atol=0.05)
+    residual = h["history_residual"]
+    assert np.mean(residual[-30:]) < 0.05 * np.mean(residual[:10])
 
 
 @pytest.mark.slow
@@ -258,18 +263,9 @@ def test_default_settings_reach_percent_accuracy():
 
 
 @pytest.mark.e2e
-def test_run_pinn_reaches_the_accuracy_of_its_settings(tmp_path):
-    pinn = {"hidden": [32, 32], "envelope": "gaussian", "steps": 300}
-    pinn.update(learning_rate=1e-2, schedule="warmup_cosine", log_every=150)
-    config = {
-        "name": "pinn_smoke",
-        "initial": {"alpha": [[A0.real, A0.imag]]},
-        "pinn": pinn,
-        "times": {"t_end": 1.0, "n_save": 3},
-        "eval": {"n_grid": 64},
-    }
-    summary = run_pinn(config, tmp_path, progress=False)
-    saved = json.loads((tmp_path / "summary.json").read_text())
+def test_run_pinn_reaches_the_accuracy_of_its_settings(smoke_run):
+    out, summary = smoke_run
+    saved = json.loads((out / "summary.json").read_text())
     assert list(saved)[:6] == [
         "command",
         "status",
@@ -280,20 +276,22 @@ def test_run_pinn_reaches_the_accuracy_of_its_settings(tmp_path):
     ]
     assert saved["command"] == "pinn" and saved["config"]["pinn"]["steps"] == 300
     m = summary["metrics"]
-    # the smoke settings' accuracy (test_smoke_training_approximates_the_exact_
-    # solution): rel L2 of Q < 0.25, |d<n>| < 0.5, the integral within 0.05 of 1;
-    # a PINN that stays at Q0 has rel L2 1.2 and |d<n>| 2.5 at t = 1
-    assert m["final_l2_rel_q"] < 0.25 and m["max_abs_error_n"] < 0.5, m
+    # 300 steps are far from converged: this run has rel L2 of the Q marginal 0.03,
+    # 0.05, 0.07 at t = 0, 1, 2 and |d<n>| 0.09 (on sampled grids over seeds 0-3:
+    # rel L2 <= 0.21, |d<n>| <= 0.43); a PINN that stays at Q0 has rel L2 1.2 and
+    # |d<n>| 2.5 at t = 1; the default settings reach 0.006 and 0.002 (slow test)
+    assert max(r["l2_rel_q"] for r in saved["records"]) < 0.25, saved["records"]
+    assert m["max_abs_error_n"] < 0.5, m
     assert m["max_norm_error"] < 0.05
     # the metrics are those of `qflow run`, on the same kind of grid
     assert set(m) >= {"max_rel_error_n", "max_l1_q", "final_kl_grid"}
     assert len(saved["records"]) == 3 and saved["records"][0]["n_ref"] == [
         pytest.approx(abs(A0) ** 2)
     ]
-    arrays = np.load(tmp_path / "arrays.npz")
+    arrays = np.load(out / "arrays.npz")
     assert arrays["history_residual"].shape == (300,)
     for png in ("loss.png", "observables.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(

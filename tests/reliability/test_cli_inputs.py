@@ -1,19 +1,15 @@
 """Bad input through the command line: every case ends with exit code 2 and a
 one-line message naming the argument, never a traceback, before any long solve.
 
-Run folders and checkpoints: a damaged checkpoint, one of an older version, or
-one written by another config, seed or version is refused with exit code 2.
+Run folders: a damaged results file, or one written by another config, is
+refused with exit code 2 (damaged and foreign checkpoints of `qflow run`:
+tests/cli/test_cli.py, on the session's default run).
 """
-
-import io
-import json
-import shutil
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import yaml
 
-from qflow_jax.cli import main
+from tests.helpers import assert_refused, qflow
 
 _RUN_BASE = {
     "name": "q",
@@ -291,26 +287,6 @@ CASES = {
 }
 
 
-def qflow(args: list[str]) -> tuple[int, str]:
-    """Runs the `qflow` CLI in this process: (exit code, stderr)."""
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        try:
-            code = main(args)
-        except SystemExit as exit_:  # argparse's errors
-            code = exit_.code
-    return code, err.getvalue()
-
-
-def assert_refused(args: list[str], message: str) -> None:
-    code, err = qflow(args)
-    assert code == 2, err
-    assert message in err, err
-    assert "Traceback" not in err
-    # one line (after any progress bar or argparse's usage line)
-    assert message in err.strip().splitlines()[-1], err
-
-
 def case_args(case: str, tmp_path) -> list[str]:
     """The command line of `case` with its files in `tmp_path` (also used by
     scripts/reliability_table.py)."""
@@ -332,59 +308,7 @@ def test_bad_cli_input_exits_2_naming_the_argument(case, tmp_path):
     assert_refused(case_args(case, tmp_path), CASES[case][2])
 
 
-# ------------------------------------------------------------ checkpoints: resume
-
-
-def _meta(step) -> tuple:
-    path = step / "meta" / "metadata"
-    return path, json.loads(path.read_text())
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        ("truncated", "checkpoints (step 10) is damaged ("),
-        ("garbled meta", "checkpoints (step 10) is damaged (JSONDecodeError"),
-        ("no fingerprint", "carries no run fingerprint"),
-        ("other version", "qflow_jax is '0.0.1' there, '"),
-        ("other gamma", "config.model.gamma is 1.0 there, 0.5 now"),
-        ("other seed", "config.seed is 0 there, 7 now"),
-        ("not a folder", "is not a checkpoints folder"),
-    ],
-)
-def test_resume_refuses_damaged_and_foreign_checkpoints(
-    default_run, tmp_path, damage, message
-):
-    """The checkpoints of the session's default run (conftest), copied, damaged
-    or resumed with another config."""
-    from qflow_jax.apps.run import DEFAULT_QFLOW_CONFIG
-
-    out = tmp_path / "out"
-    shutil.copytree(default_run, out)
-    config = tmp_path / "run.yaml"
-    other = json.loads(json.dumps(DEFAULT_QFLOW_CONFIG))
-    step = out / "checkpoints" / "10"  # the last step
-    meta_file, meta = _meta(step)
-    if damage == "truncated":
-        data = max(step.rglob("d/*"), key=lambda p: p.stat().st_size)
-        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    elif damage == "garbled meta":
-        meta_file.write_text('{"fingerprint": ')
-    elif damage == "no fingerprint":
-        meta.pop("fingerprint")
-    elif damage == "other version":
-        meta["fingerprint"]["qflow_jax"] = "0.0.1"
-    elif damage == "other gamma":
-        other["model"]["gamma"] = 0.5
-    elif damage == "other seed":
-        other["seed"] = 7
-    else:
-        shutil.rmtree(out / "checkpoints")
-        (out / "checkpoints").write_text("not a folder")
-    if damage in ("no fingerprint", "other version"):
-        meta_file.write_text(json.dumps(meta))
-    config.write_text(yaml.safe_dump(other))
-    assert_refused(["run", str(config), "--out", str(out), "--resume"], message)
+# ------------------------------------------------------------ run folders: resume
 
 
 def test_bench_resume_refuses_damaged_and_foreign_results(tmp_path):
