@@ -20,9 +20,13 @@ and the full solve is timed. Columns:
   it allocates), in states.
 - `time_s`: the full solve, compiled beforehand.
 
+`--compile-only`: no solve, only `compiled_x` and `estimate_x` (the programs of
+sizes that do not run here: `--ns 13 14 --kernel xla --compile-only` on a CPU
+counts the buffers of the accelerator's kernel at the sizes of a 141 GiB GPU).
+
 Run: python benchmarks/network_memory.py [--ns 8 9 10 11 12] [--kernel auto]
-[--out FILE] (on a GPU: --ns 12 13 14). `--single N` is the internal
-fresh-process run of one n.
+[--compile-only] [--out FILE] (on a GPU: --ns 12 13 14). `--single N` is the
+internal fresh-process run of one n.
 """
 
 from __future__ import annotations
@@ -101,7 +105,15 @@ def _estimate_states(n: int) -> float | None:
     return est.bytes / (16 * 4**n)
 
 
-def single(n: int, kernel: str) -> dict:
+def single(n: int, kernel: str, compile_only: bool = False) -> dict:
+    if compile_only:
+        return {
+            "n": n,
+            "state_MB": 16 * 4**n / 1e6,
+            "compiled_x": _compiled_states(n, kernel),
+            "estimate_x": _estimate_states(n),
+            "kernel": kernel,
+        }
     net, rho0 = ring(n, K), initial_factors(n)
     tsave = np.linspace(0.0, T_END, N_SAVE)
     device = jax.devices()[0]
@@ -139,13 +151,14 @@ def single(n: int, kernel: str) -> dict:
     }
 
 
-def main(ns: list[int], kernel: str, out: str | None) -> None:
+def main(ns: list[int], kernel: str, out: str | None, compile_only: bool) -> None:
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), kernel={kernel}")
     rows = []
     for n in ns:
         proc = subprocess.run(
-            [sys.executable, __file__, "--single", str(n), "--kernel", kernel],
+            [sys.executable, __file__, "--single", str(n), "--kernel", kernel]
+            + ["--compile-only"] * compile_only,
             capture_output=True,
             text=True,
         )
@@ -157,12 +170,13 @@ def main(ns: list[int], kernel: str, out: str | None) -> None:
         rows.append(
             {**json.loads(proc.stdout.strip().splitlines()[-1]), "status": "ok"}
         )
-    print_table(rows, COLUMNS + ["status"])
+    print_table(rows, [c for c in COLUMNS if any(c in r for r in rows)] + ["status"])
     path = write_json(
         "network_memory",
         {
             "model": f"ring, k={K}, gamma={GAMMA}, t in [0, {T_END}], {N_SAVE} saves",
             "kernel": kernel,
+            "compile_only": compile_only,
             "rows": rows,
         },
         out,
@@ -176,9 +190,10 @@ if __name__ == "__main__":
     parser.add_argument("--kernel", default="auto")
     parser.add_argument("--out", default=None)
     parser.add_argument("--single", type=int, default=None)
+    parser.add_argument("--compile-only", action="store_true")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     if args.single is not None:
-        print(json.dumps(single(args.single, args.kernel)))
+        print(json.dumps(single(args.single, args.kernel, args.compile_only)))
     else:
-        main(args.ns, args.kernel, args.out)
+        main(args.ns, args.kernel, args.out, args.compile_only)
