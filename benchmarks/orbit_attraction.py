@@ -14,7 +14,7 @@ d rhobar/dt = P L0 P rhobar in the permutation-invariant operators
 - n = 4 .. 12: `orbit_sweep` (full state by `network_mesolve`'s structured engine,
   5 save times, distances ||rho(t) - rhobar(t)||_F for t >= 1 from the Pauli
   coefficients) for every k, the fitted slope of log d vs log k, and the time;
-  n = 12 runs the two smallest gains only (each full solve takes minutes on a
+  n = 12 runs the two smallest gains only (k = 4 and 8 took 59 min together on a
   2-core CPU);
 - n = 20, 50, 100: the blended dynamics alone (its single-qubit <sigma_z>(t_end)),
   first call and warm.
