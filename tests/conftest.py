@@ -5,8 +5,9 @@ import os
 
 # The suite is bound by XLA compilation, and its programs are small: LLVM's
 # optimizations cost more than they save, so tests (and the CLI subprocesses they
-# start) compile at backend optimization level 0 (the suite takes ~30% less time).
-# Numerics are unchanged (no fast-math at any level); an optimization level set in
+# start) compile at backend optimization level 0: the suite took 658 s instead of
+# 829 s on 2 CPU cores (compile-bound files 20-40% faster, run-bound ones slower).
+# No level enables fast-math, and the suite passes at both levels; a level set in
 # XLA_FLAGS by the caller is kept.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
