@@ -230,6 +230,9 @@ class TrajectoryReference(Reference):
     with Q(alpha) = pi^-N mean_i |<alpha|psi_i>|^2 at the flow's samples
     (`ENRBasis.husimi_q`).
 
+    With `progress` the solve shows mcsolve's progress bar over trajectories (a
+    10-site reference takes about 20 minutes).
+
     Raises:
         TypeError: an initial state that is not a coherent or Fock product.
         ValueError: a truncated weight above `max_truncated_weight`.
@@ -262,6 +265,7 @@ class TrajectoryReference(Reference):
         max_truncated_weight: float = 1e-4,
         cache: str | Path | None = None,
         keep_final_states: bool = False,
+        progress: bool = False,
     ):
         N = initial.n_modes
         self._set_model(H, jump_ops, N, tsave)
@@ -327,6 +331,7 @@ class TrajectoryReference(Reference):
             e_fn=reduced,
             rtol=rtol,
             atol=atol,
+            progress=progress,
         )
         expects = np.asarray(res.expects).T  # (nt, 2N)
         stderr = np.asarray(res.expects_stderr).T

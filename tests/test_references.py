@@ -242,11 +242,12 @@ def test_trajectory_reference_refuses_what_it_cannot_do(bose_hubbard_refs):
         traj.q_marginal(0, 2, [0.0])
 
 
-def test_trajectory_reference_is_read_back_from_its_cache(tmp_path):
+def test_trajectory_reference_is_read_back_from_its_cache(tmp_path, capsys):
     cache = tmp_path / "reference.npz"
     args = (adag(0) @ a(0), [a(0)], FockState([2]), [0.0, 0.5, 1.0])
     kw = {"max_excitations": 2, "ntraj": 50, "key": jax.random.key(3), "cache": cache}
-    first = TrajectoryReference(*args, **kw)
+    first = TrajectoryReference(*args, **kw, progress=True)  # mcsolve's bar
+    assert "mcsolve: 100%" in capsys.readouterr().err
     assert cache.is_file() and "cached" not in first.info
     again = TrajectoryReference(*args, **kw)
     assert again.info["cached"] == str(cache)

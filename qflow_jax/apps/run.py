@@ -493,6 +493,7 @@ def _problem(
     initial: InitialState,
     tsave: np.ndarray,
     reference_cache: Path | None = None,
+    progress: bool = False,
 ) -> Reference:
     model = cfg["model"]
     if model["kind"] == "damped_modes":
@@ -520,6 +521,7 @@ def _problem(
                 max_truncated_weight=ref["max_truncated_weight"],
                 cache=reference_cache,
                 keep_final_states=ref["kl_samples"] > 0,
+                progress=progress,
             )
         except (TypeError, ValueError) as err:
             raise ConfigError(f"`reference`: {err}") from None
@@ -625,10 +627,12 @@ def setup_qflow(config: dict[str, Any]) -> QFlowSetup:
     return _setup(validate_qflow_config(config))
 
 
-def _setup(cfg: dict[str, Any], reference_cache: Path | None = None) -> QFlowSetup:
+def _setup(
+    cfg: dict[str, Any], reference_cache: Path | None = None, progress: bool = False
+) -> QFlowSetup:
     tsave = np.linspace(0.0, cfg["times"]["t_end"], cfg["times"]["n_save"])
     initial = _initial(cfg)
-    problem = _problem(cfg, initial, tsave, reference_cache)
+    problem = _problem(cfg, initial, tsave, reference_cache, progress)
     return QFlowSetup(
         cfg, initial, problem, tsave, _grid(cfg, problem), _residual_method(cfg)
     )
@@ -662,7 +666,7 @@ def run_qflow(
             file=sys.stderr,
         )
     # a trajectory reference is kept in the run folder: a resume reads it
-    setup = _setup(cfg, run.path / "reference.npz")
+    setup = _setup(cfg, run.path / "reference.npz", progress)
     initial, problem, tsave, grid = (
         setup.initial,
         setup.problem,
