@@ -231,7 +231,8 @@ class TrajectoryReference(Reference):
     (`ENRBasis.husimi_q`).
 
     With `progress` the solve shows mcsolve's progress bar over trajectories (a
-    10-site reference takes about 20 minutes).
+    10-site reference of 500 trajectories runs for over half an hour on 2 CPU
+    cores).
 
     Raises:
         TypeError: an initial state that is not a coherent or Fock product.

@@ -297,20 +297,21 @@ def orbit_sweep(
     opts = dict(method=method, rtol=rtol, atol=atol)
     bar = blended_invariant_mesolve(network, rho0, t, **opts)
     start = product_state(rho0) if isinstance(rho0, list | tuple) else rho0
-    distances = []
+    distances, worst = [], []
     bar_k = tqdm(ks, disable=not progress, desc="orbit_sweep", unit="gain")
     for k in bar_k:
         full = network_mesolve(network.with_k(float(k)), start, t, **opts)
-        distances.append(
+        row = np.array(
             [
                 float(frobenius_distance(full.states[i], bar.states[i]))
                 for i in range(t.size)
             ]
         )
         del full
-        bar_k.set_postfix(k=float(k), distance=np.max(np.asarray(distances[-1])[mask]))
-    distances = np.asarray(distances)
-    worst = distances[:, mask].max(axis=1)
+        distances.append(row)
+        worst.append(row[mask].max())
+        bar_k.set_postfix(k=float(k), distance=worst[-1])
+    distances, worst = np.asarray(distances), np.asarray(worst)
     slope, intercept = np.polyfit(np.log(ks), np.log(worst), 1)
     return {
         "ks": ks,
